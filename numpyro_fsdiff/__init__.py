@@ -1,0 +1,18 @@
+"""Function-space score-based diffusion models as NumPyro priors."""
+
+import importlib.metadata
+
+from . import covariance as covariance
+from ._analytic import GaussianScore as GaussianScore
+from ._gaussian_field import GaussianField as GaussianField
+from ._grid import Grid as Grid
+from ._grid import fourier_multiply as fourier_multiply
+from ._grid import resample as resample
+from ._sde import VPSDE as VPSDE
+from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
+from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
+from ._solvers import resolve_solver as resolve_solver
+from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
+from ._terms import brownian_motion as brownian_motion
+
+__version__ = importlib.metadata.version("numpyro_fsdiff")

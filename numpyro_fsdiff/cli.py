@@ -1,0 +1,41 @@
+"""The `fsdiff` command line."""
+
+import argparse
+import sys
+
+
+def _demo(args) -> int:
+    from ._demo_gaussian import run
+
+    out = run(args.out, seed=args.seed)
+    print((out / "summary.txt").read_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fsdiff",
+        description="Function-space score-based diffusion models as NumPyro priors.",
+    )
+    parser.add_argument("--version", action="version", version=f"fsdiff {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser("demo", help="run the demo and write its outputs")
+    demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
