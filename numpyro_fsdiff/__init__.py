@@ -8,6 +8,8 @@ from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid
 from ._grid import fourier_multiply as fourier_multiply
 from ._grid import resample as resample
+from ._loss import NoisePredictionScore as NoisePredictionScore
+from ._loss import dsm_loss as dsm_loss
 from ._sde import VPSDE as VPSDE
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
