@@ -43,6 +43,7 @@ def dsm_loss(
     *,
     grid: Grid | None = None,
     t_eps: ScalarLike = 1e-3,
+    batched: bool = False,
 ) -> Scalar:
     r"""The denoising score-matching loss with weight $w(t) = \sigma_t^2$ (noise prediction),
 
@@ -63,6 +64,8 @@ def dsm_loss(
     - `key`: a PRNG key for the times and the noise.
     - `grid`: the grid of `x0` (the unit square of its shape by default).
     - `t_eps`: the smallest training time.
+    - `batched`: evaluate the batch with the network's own `network.batched(xs, ts)` (equal
+      to `jax.vmap(network)(xs, ts)`, often faster) instead of `jax.vmap`.
 
     **Returns:** the batch mean of the loss, a scalar.
     """
@@ -70,5 +73,5 @@ def dsm_loss(
     t = jax.random.uniform(time_key, x0.shape[:1], minval=t_eps, maxval=sde.T)
     xt, eta = sde.perturb(noise_key, x0, t, grid=grid)
     grid = grid if grid is not None else Grid(x0.shape[-2:])
-    prediction = jax.vmap(network)(xt, t)
+    prediction = network.batched(xt, t) if batched else jax.vmap(network)(xt, t)
     return jnp.mean(grid.norm_squared(prediction - eta))
