@@ -1,0 +1,70 @@
+r"""The NumPyro model of a linear inverse problem with a function-space prior."""
+
+import numpyro
+import numpyro.distributions as dist
+
+from .._grid import Grid
+from ._noise import GaussianNoise
+from ._operators import AbstractOperator
+
+
+def model(
+    y,
+    operator: AbstractOperator,
+    prior: dist.Distribution,
+    *,
+    noise: GaussianNoise,
+    grid: Grid,
+    name: str = "u",
+):
+    r"""The NumPyro model $u \sim \text{prior}$, $y \mid u, \sigma \sim N(A u, \sigma^2 I)$.
+
+    Sample sites: `name` (the field, event shape `grid.shape`), `"sigma"` if the noise level
+    is inferred, and the observed `"y"`. With `y=None` it draws from the prior predictive.
+
+    **Arguments:**
+
+    - `y`: the data, shape `operator.data_shape(grid)`, or `None`.
+    - `operator`: an observation operator ([`AbstractOperator`][numpyro_fsdiff.inverse.AbstractOperator]).
+    - `prior`: a NumPyro distribution on fields of shape `grid.shape`: a
+      [`GaussianField`][numpyro_fsdiff.GaussianField], a `DiffusionPrior`, or
+      `TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(...))`.
+    - `noise`: a [`GaussianNoise`][numpyro_fsdiff.inverse.GaussianNoise].
+    - `grid`: the grid the field lives on.
+    - `name`: the field's site name.
+
+    **Returns:** the field $u$.
+
+    !!! example
+
+        ```python
+        from numpyro.infer import MCMC, NUTS
+        kernel = NUTS(model)
+        mcmc = MCMC(kernel, num_warmup=200, num_samples=200)
+        mcmc.run(key, y, op, prior, noise=GaussianNoise(0.05), grid=grid)
+        ```
+    """
+    check_problem(y, operator, prior, noise=noise, grid=grid)
+    u = numpyro.sample(name, prior)
+    sigma = noise.sample()
+    mean = operator(u, grid)
+    return_value = u
+    numpyro.sample("y", dist.Normal(mean, sigma).to_event(mean.ndim), obs=y)
+    return return_value
+
+
+def check_problem(y, operator, prior, *, noise, grid) -> None:
+    """Raise a `ValueError` naming the argument that does not fit the others."""
+    if not isinstance(grid, Grid):
+        raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
+    if not isinstance(operator, AbstractOperator):
+        raise ValueError(f"`operator` must be an observation operator; got {operator!r}.")
+    if not isinstance(noise, GaussianNoise):
+        raise ValueError(f"`noise` must be a GaussianNoise; got {noise!r}.")
+    if not isinstance(prior, dist.Distribution) or tuple(prior.event_shape) != grid.shape:
+        raise ValueError(
+            f"`prior` must be a numpyro distribution with event shape {grid.shape} (the grid); "
+            f"got {prior!r}."
+        )
+    if y is not None:
+        operator.check_data(y, grid)

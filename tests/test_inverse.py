@@ -1,0 +1,165 @@
+"""Posterior samplers against exact linear-Gaussian posteriors; models, noise, metrics, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+from numpyro_fsdiff import VPSDE, GaussianField, GaussianScore, Grid
+from numpyro_fsdiff.covariance import Matern
+from numpyro_fsdiff.inverse import (
+    DPS,
+    MAP,
+    NUTS,
+    SVI,
+    Compose,
+    GaussianBlur,
+    GaussianNoise,
+    Mask,
+    coverage,
+    gaussian_posterior,
+    model,
+    posterior,
+    psnr,
+    ssim,
+    whiten,
+)
+
+DATA_COV = Matern(alpha=2.0, tau=3.0, scale=3.0)
+SIGMA = 0.1
+
+
+def _problem(shape=(4, 4), seed=0):
+    grid = Grid(shape)
+    operator = Compose(Mask(lambda x1, x2: x1 + x2 < 1.2), GaussianBlur(0.1))
+    truth = DATA_COV.sample(jax.random.key(seed), grid)
+    noise = SIGMA * jax.random.normal(jax.random.key(seed + 1), operator.data_shape(grid))
+    y = operator(truth, grid) + noise
+    return grid, operator, truth, y
+
+
+def _pixel_root(grid):
+    """The symmetric square root R of the prior pixel covariance, dense (u = R w)."""
+    n = grid.size
+    eye = jnp.eye(n).reshape((n,) + grid.shape)
+    return jax.vmap(lambda e: DATA_COV.colour(e, grid))(eye).reshape(n, n).T
+
+
+def test_nuts_matches_the_exact_posterior(x64):
+    grid, operator, truth, y = _problem()
+    mean, cov = gaussian_posterior(y, operator, DATA_COV, grid, SIGMA)
+    std = np.sqrt(np.diag(cov)).reshape(grid.shape)
+    sampler = NUTS(num_warmup=200, num_samples=400, num_chains=2, chain_method="vectorized")
+    result = posterior(jax.random.key(3), y, operator, GaussianField(DATA_COV, grid), sampler,
+                       grid=grid, noise=GaussianNoise(SIGMA), truth=truth)
+    ess = result.diagnostics["ess_bulk_min"]
+    assert result.diagnostics["rhat_max"] < 1.05 and result.diagnostics["divergences"] == 0
+    # 5 standard errors: sd/sqrt(ESS) for the mean, sd/sqrt(2 ESS) for the std
+    np.testing.assert_array_less(np.abs(result.mean - mean), 5 * std / np.sqrt(ess))
+    np.testing.assert_array_less(np.abs(result.std / std - 1), 5 / np.sqrt(2 * ess) + 0.02)
+    assert set(result.metrics) == {"psnr", "ssim", "coverage_90"}
+    assert result.summary is not None and result.info["ess_per_second"] > 0
+
+
+def test_svi_mean_field_matches_its_exact_optimum(x64):
+    """In the white latent w (u = R w) the posterior is N(m, L^-1), L = I + R A^T A R / s^2.
+    The optimal mean-field Gaussian has mean m and variances 1/L_ii, so u has covariance
+    R diag(1/L_ii) R^T."""
+    grid, operator, truth, y = _problem()
+    mean, _ = gaussian_posterior(y, operator, DATA_COV, grid, SIGMA)
+    root = _pixel_root(grid)
+    a = operator.matrix(grid)
+    precision = jnp.eye(grid.size) + root.T @ a.T @ a @ root / SIGMA**2
+    field_var = jnp.diag(root @ jnp.diag(1 / jnp.diag(precision)) @ root.T).reshape(grid.shape)
+    num = 4000
+    sampler = SVI("normal", num_steps=3000, learning_rate=0.02, num_samples=num, num_particles=4)
+    result = posterior(jax.random.key(4), y, operator, GaussianField(DATA_COV, grid), sampler,
+                       grid=grid, noise=GaussianNoise(SIGMA))
+    field_std = np.sqrt(field_var)
+    np.testing.assert_array_less(np.abs(result.mean - mean), 5 * field_std / np.sqrt(num) + 0.05 * field_std)
+    np.testing.assert_array_less(np.abs(result.std / field_std - 1), 5 / np.sqrt(2 * num) + 0.05)
+
+
+def test_map_is_the_posterior_mean_for_a_gaussian_prior(x64):
+    grid, operator, truth, y = _problem(shape=(6, 5))
+    mean, _ = gaussian_posterior(y, operator, DATA_COV, grid, SIGMA)
+    result = posterior(jax.random.key(5), y, operator, GaussianField(DATA_COV, grid),
+                       MAP(num_steps=3000, learning_rate=0.05), grid=grid,
+                       noise=GaussianNoise(SIGMA))
+    np.testing.assert_allclose(result.mean, mean, atol=2e-3 * float(jnp.max(jnp.abs(mean))))
+
+
+def test_model_log_density_with_inferred_noise(x64):
+    grid, operator, truth, y = _problem()
+    sigma_prior = dist.HalfNormal(0.2)
+    prior = GaussianField(DATA_COV, grid)
+    noise = GaussianNoise(prior=sigma_prior)
+    params = {"u": truth, "sigma": jnp.asarray(0.13)}
+    log_joint, _ = numpyro.infer.util.log_density(
+        model, (y, operator, prior), {"noise": noise, "grid": grid}, params
+    )
+    expected = (prior.log_prob(truth) + sigma_prior.log_prob(0.13)
+                + dist.Normal(operator(truth, grid), 0.13).log_prob(y).sum())
+    np.testing.assert_allclose(log_joint, expected, rtol=1e-12)
+    # whitening leaves the law unchanged: same log density of the same field
+    white = whiten(prior)
+    np.testing.assert_allclose(white.log_prob(truth), prior.log_prob(truth), rtol=1e-10)
+
+
+def test_dps_error_is_reported(x64):
+    """DPS is approximate: report its error against the exact posterior, and check that it
+    moves from the prior towards the data (closer to the exact mean than the prior mean 0)."""
+    grid, operator, truth, y = _problem(shape=(6, 6), seed=2)
+    sigma = 0.3
+    y = operator(truth, grid) + sigma * jax.random.normal(jax.random.key(9), y.shape)
+    mean, cov = gaussian_posterior(y, operator, DATA_COV, grid, sigma)
+    std = np.sqrt(np.diag(cov)).reshape(grid.shape)
+    sde = VPSDE(Matern(alpha=2.0, tau=3.0, scale=1.0))
+    score = GaussianScore(DATA_COV, sde, grid)
+    result = posterior(jax.random.key(6), y, operator, None,
+                       DPS(score, sde, num_samples=64, steps=200), grid=grid,
+                       noise=GaussianNoise(sigma))
+    mean_error = float(jnp.sqrt(jnp.mean((result.mean - mean) ** 2)))
+    std_ratio = float(jnp.mean(result.std) / np.mean(std))
+    print(f"DPS: RMS mean error {mean_error:.3f} (posterior sd {np.mean(std):.3f}), "
+          f"std ratio {std_ratio:.2f}")
+    assert np.isfinite(mean_error)
+    assert mean_error < float(jnp.sqrt(jnp.mean(mean**2)))
+    assert result.info["score_evaluations"] == 64 * (2 * 200 + 1)
+
+
+def test_metrics():
+    truth = jnp.linspace(0, 1, 64).reshape(8, 8)
+    estimate = truth + 0.1
+    np.testing.assert_allclose(psnr(estimate, truth), 20.0, rtol=1e-5)  # R=1, MSE=0.01
+    np.testing.assert_allclose(ssim(truth, truth), 1.0, rtol=1e-6)
+    noisy = truth + 0.3 * jax.random.normal(jax.random.key(0), truth.shape)
+    assert ssim(noisy, truth) < ssim(0.5 * (noisy + truth), truth) < 1.0
+    # calibrated samples cover at their level: Binomial(N, 0.9) over N = 10^4 pixels
+    samples = jax.random.normal(jax.random.key(1), (1000, 100, 100))
+    truth = jax.random.normal(jax.random.key(2), (100, 100))
+    assert abs(float(coverage(samples, truth)) - 0.9) < 5 * np.sqrt(0.09 / 1e4) + 0.01
+
+
+def test_errors_name_the_argument():
+    grid, operator, truth, y = _problem()
+    prior = GaussianField(DATA_COV, grid)
+    with pytest.raises(ValueError, match="`y` must have shape"):
+        posterior(jax.random.key(0), jnp.zeros(3), operator, prior, MAP(10), grid=grid,
+                  noise=GaussianNoise(0.1))
+    with pytest.raises(ValueError, match="`sigma`"):
+        GaussianNoise(-0.1)
+    with pytest.raises(ValueError, match="`prior` must have positive support"):
+        GaussianNoise(prior=dist.Normal(0.0, 1.0))
+    with pytest.raises(ValueError, match="observes nothing"):
+        Mask(lambda x1, x2: x1 > 1.5, shape=(4, 4))
+    with pytest.raises(ValueError, match="`prior`"):
+        posterior(jax.random.key(0), y, operator, GaussianField(DATA_COV, Grid((5, 5))),
+                  MAP(10), grid=grid, noise=GaussianNoise(0.1))
+    with pytest.raises(ValueError, match="`noise` must have a known sigma"):
+        sde = VPSDE(DATA_COV)
+        posterior(jax.random.key(0), y, operator, None,
+                  DPS(GaussianScore(DATA_COV, sde, grid), sde, steps=2, num_samples=1),
+                  grid=grid, noise=GaussianNoise(prior=dist.HalfNormal(1.0)))
