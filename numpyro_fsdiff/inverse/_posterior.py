@@ -377,6 +377,7 @@ class DPS(AbstractSampler):
     - `weighting`: `"gaussian"` or `"normalised"` (see
       [`guided_score`][numpyro_fsdiff.inverse.guided_score]).
     - `t_eps`: the final time.
+    - `batch_size`: how many solves run together (vectorised) at a time.
 
     ??? cite "Reference"
 
@@ -392,11 +393,12 @@ class DPS(AbstractSampler):
     guidance: float = 1.0
     weighting: str = eqx.field(static=True, default="gaussian")
     t_eps: float = eqx.field(static=True, default=1e-3)
+    batch_size: int = eqx.field(static=True, default=16)
 
     def __check_init__(self):
         if not isinstance(self.sde, VPSDE):
             raise ValueError(f"`sde` must be a VPSDE; got {self.sde!r}.")
-        for name in ("num_samples", "steps"):
+        for name in ("num_samples", "steps", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
@@ -442,7 +444,9 @@ class DPS(AbstractSampler):
 
         start = time.perf_counter()
         keys = jax.random.split(key, self.num_samples)
-        samples, steps = jax.block_until_ready(jax.lax.map(one, keys))
+        samples, steps = jax.block_until_ready(
+            jax.lax.map(one, keys, batch_size=min(self.num_samples, self.batch_size))
+        )
         end = time.perf_counter()
         from .._sample import score_evaluations_per_step
 
