@@ -4,6 +4,7 @@ import importlib.metadata
 
 from . import covariance as covariance
 from . import inverse as inverse
+from . import nn as nn
 from ._analytic import GaussianScore as GaussianScore
 from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid

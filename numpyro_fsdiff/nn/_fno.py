@@ -1,0 +1,214 @@
+r"""A Fourier neural operator noise predictor $\varepsilon_\theta(x, t)$ for function space."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Field, Float, PRNGKeyArray, ScalarLike
+from .._grid import Grid
+from ._embedding import TimeEmbedding
+from ._spectral import SpectralConv2d
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """`value` as an int, raising a ValueError naming `name` unless it is an int >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
+    return value
+
+
+def check_inputs(xs, ts) -> None:
+    """Raise unless `xs` is a batch of fields `(batch, n1, n2)` and `ts` has shape `(batch,)`."""
+    if jnp.ndim(xs) != 3:
+        raise ValueError(f"`xs` must have shape (batch, n1, n2); got {jnp.shape(xs)}.")
+    if jnp.shape(ts) != jnp.shape(xs)[:1]:
+        raise ValueError(
+            f"`ts` must have shape ({jnp.shape(xs)[0]},) to match `xs`; got {jnp.shape(ts)}."
+        )
+
+
+class Pointwise(eqx.Module):
+    r"""A pointwise (1 x 1) linear map of channels, $v(x) \mapsto W v(x) + b$, on a batch."""
+
+    weight: Float[Array, "out_channels in_channels"]
+    bias: Float[Array, " out_channels"]
+
+    def __init__(self, in_channels: int, out_channels: int, *, key: PRNGKeyArray):
+        # The default initialisation of `eqx.nn.Linear`: U(-1/sqrt(in), 1/sqrt(in)).
+        bound = 1.0 / math.sqrt(in_channels)
+        wkey, bkey = jax.random.split(key)
+        self.weight = jax.random.uniform(
+            wkey, (out_channels, in_channels), minval=-bound, maxval=bound
+        )
+        self.bias = jax.random.uniform(bkey, (out_channels,), minval=-bound, maxval=bound)
+
+    def __call__(self, v: Float[Array, "batch c n1 n2"]) -> Float[Array, "batch o n1 n2"]:
+        out = jnp.einsum("oc,bcxy->boxy", self.weight, v)
+        return out + self.bias[:, None, None]
+
+
+class FNO(eqx.Module):
+    r"""A Fourier neural operator that predicts the noise, $\varepsilon_\theta(x, t) \approx
+    \mathbb{E}[\eta \mid X_t = x]$, on one field of any grid size.
+
+    Wrap it as [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore] to get the
+    Q-preconditioned score $S_\theta = -\varepsilon_\theta / \sigma_t$, and train it with
+    [`dsm_loss`][numpyro_fsdiff.dsm_loss].
+
+    Architecture, on a grid of shape `(n1, n2)` of the unit square:
+
+    1. *Inputs.* The field $x$ and the periodic coordinate features
+       $(\sin 2\pi x_1, \cos 2\pi x_1, \sin 2\pi x_2, \cos 2\pi x_2)$ of
+       [`Grid.coords`][numpyro_fsdiff.Grid.coords] (periodic and band-limited, so they are
+       the same function on every grid), lifted pointwise to `width` channels: $v_0 = P x$.
+    2. *Time.* [`TimeEmbedding`][numpyro_fsdiff.nn.TimeEmbedding]: sinusoidal features of $t$
+       and a two-layer MLP give $e(t)$; each Fourier layer $\ell$ has its own linear FiLM map
+       $e(t) \mapsto (\gamma_\ell(t), \beta_\ell(t)) \in \mathbb{R}^{\text{width}} \times
+       \mathbb{R}^{\text{width}}$.
+    3. *Fourier layers* ($\ell = 1, \dots$, `depth`):
+       $$h = \mathcal{K}_\ell v_{\ell-1} + W_\ell v_{\ell-1} + b_\ell, \qquad
+       v_\ell = \mathrm{GELU}\big((1 + \gamma_\ell(t))\, h + \beta_\ell(t)\big),$$
+       with the spectral convolution $\mathcal{K}_\ell$ of
+       [`SpectralConv2d`][numpyro_fsdiff.nn.SpectralConv2d] (no GELU after the last layer).
+    4. *Projection.* Pointwise $\mathrm{width} \to$ `projection_dim` $\to 1$ with a GELU.
+
+    The spectral weights live on wavenumbers, clipped to what each grid holds (see
+    [`kept_modes`][numpyro_fsdiff.nn.kept_modes]), and every other operation is pointwise, so
+    one set of weights runs on any grid with `n1, n2 >= 2` (odd, non-square and batch size one
+    included). The network is not exactly resolution invariant: pointwise nonlinearities
+    create frequencies above the kept band.
+
+    **Arguments:**
+
+    - `modes`: the largest number of Fourier modes kept per axis.
+    - `width`: the channel count of the Fourier layers.
+    - `depth`: the number of Fourier layers.
+    - `embedding_dim`: the (even) dimension of the time embedding.
+    - `projection_dim`: the hidden channel count of the output projection.
+    - `max_frequency`: the largest angular frequency of the sinusoidal time features.
+    - `key`: a PRNG key for the initial weights.
+
+    The hyperparameters are in [`config`][numpyro_fsdiff.nn.FNO.config]; `FNO(**model.config,
+    key=key)` rebuilds the same structure, into which `equinox.tree_deserialise_leaves` loads
+    saved weights.
+
+    !!! example
+
+        ```python
+        model = FNO(modes=14, width=32, depth=4, key=jax.random.key(0))
+        eps = model(x, 0.5)                        # x: (n1, n2), any grid
+        eps = jax.vmap(model)(xs, ts)              # a batch
+        eps = model.batched(xs, ts)                # the same, without vmap
+        ```
+
+    ??? cite "References"
+
+        Li et al., *Fourier Neural Operator for Parametric Partial Differential Equations*,
+        ICLR 2021. Perez, Strub, de Vries, Dumoulin, Courville, *FiLM: Visual Reasoning with a
+        General Conditioning Layer*, AAAI 2018. Hagemann et al., *Multilevel Diffusion:
+        Infinite Dimensional Score-Based Diffusion Models for Image Generation*, 2023.
+    """
+
+    lift: Pointwise
+    time_embedding: TimeEmbedding
+    spectral: tuple[SpectralConv2d, ...]
+    pointwise: tuple[Pointwise, ...]
+    film: tuple[eqx.nn.Linear, ...]
+    project_hidden: Pointwise
+    project_out: Pointwise
+    modes: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    embedding_dim: int = eqx.field(static=True)
+    projection_dim: int = eqx.field(static=True)
+    max_frequency: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        modes: int = 14,
+        width: int = 32,
+        depth: int = 4,
+        embedding_dim: int = 64,
+        projection_dim: int = 128,
+        max_frequency: float = 1000.0,
+        key: PRNGKeyArray,
+    ):
+        self.modes = check_int("modes", modes)
+        self.width = check_int("width", width)
+        self.depth = check_int("depth", depth)
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, 2)
+        self.projection_dim = check_int("projection_dim", projection_dim)
+        self.max_frequency = float(max_frequency)
+        keys = jax.random.split(key, 4 + 3 * depth)
+        self.lift = Pointwise(5, width, key=keys[0])
+        self.time_embedding = TimeEmbedding(
+            embedding_dim, max_frequency=self.max_frequency, key=keys[1]
+        )
+        self.project_hidden = Pointwise(width, projection_dim, key=keys[2])
+        self.project_out = Pointwise(projection_dim, 1, key=keys[3])
+        layer_keys = keys[4:].reshape(depth, 3)
+        self.spectral = tuple(SpectralConv2d(width, width, modes, key=k[0]) for k in layer_keys)
+        self.pointwise = tuple(Pointwise(width, width, key=k[1]) for k in layer_keys)
+        self.film = tuple(eqx.nn.Linear(embedding_dim, 2 * width, key=k[2]) for k in layer_keys)
+
+    @property
+    def config(self) -> dict:
+        """The constructor hyperparameters as a JSON-able dict: `FNO(**config, key=key)`."""
+        return {
+            "modes": self.modes,
+            "width": self.width,
+            "depth": self.depth,
+            "embedding_dim": self.embedding_dim,
+            "projection_dim": self.projection_dim,
+            "max_frequency": self.max_frequency,
+        }
+
+    def batched(
+        self, xs: Float[Array, "batch n1 n2"], ts: Float[Array, " batch"]
+    ) -> Float[Array, "batch n1 n2"]:
+        r"""$\varepsilon_\theta$ on a batch: equal to `jax.vmap(model)(xs, ts)`.
+
+        **Arguments:**
+
+        - `xs`: fields of shape `(batch, n1, n2)`.
+        - `ts`: times of shape `(batch,)`.
+
+        **Returns:** the predicted noise, shape `(batch, n1, n2)`.
+        """
+        check_inputs(xs, ts)
+        _, n1, n2 = xs.shape
+        x1, x2 = 2 * jnp.pi * Grid((n1, n2)).coords().astype(xs.dtype)
+        features = jnp.stack([jnp.sin(x1), jnp.cos(x1), jnp.sin(x2), jnp.cos(x2)])
+        # Lift: the coordinate part is shared by the whole batch.
+        w = self.lift.weight
+        v = jnp.einsum("oc,cxy->oxy", w[:, 1:], features) + self.lift.bias[:, None, None]
+        v = v[None] + w[:, 0][None, :, None, None] * xs[:, None]
+        emb = jax.vmap(self.time_embedding)(ts)  # (b, E)
+        for layer in range(self.depth):
+            h = self.spectral[layer].batched(v) + self.pointwise[layer](v)
+            film = jax.vmap(self.film[layer])(emb)  # (b, 2 width)
+            scale, shift = film[:, : self.width], film[:, self.width :]
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+            v = jax.nn.gelu(h) if layer < self.depth - 1 else h
+        hidden = jax.nn.gelu(self.project_hidden(v))
+        return self.project_out(hidden)[:, 0]
+
+    def __call__(self, x: Field, t: ScalarLike) -> Field:
+        r"""$\varepsilon_\theta(x, t)$ on one field.
+
+        **Arguments:**
+
+        - `x`: the field, shape `(n1, n2)` with `n1, n2 >= 2`.
+        - `t`: the scalar time.
+
+        **Returns:** the predicted noise, shape `(n1, n2)`.
+        """
+        if jnp.ndim(x) != 2:
+            raise ValueError(f"`x` must be one field of shape (n1, n2); got {jnp.shape(x)}.")
+        if jnp.ndim(t) != 0:
+            raise ValueError(f"`t` must be a scalar; got shape {jnp.shape(t)}.")
+        t = jnp.asarray(t, dtype=x.dtype)
+        return self.batched(x[None], t[None])[0]
