@@ -61,22 +61,27 @@ class AbstractCovariance(eqx.Module):
         r"""$\sum_{k \in K_n} \lambda_k$, the trace of $Q$ truncated to the grid."""
         return jnp.sum(self.eigenvalues(grid))
 
+    @eqx.filter_jit
     def apply(self, u: BatchedField, grid: Grid) -> BatchedField:
         r"""$Q u$ on the grid."""
         return fourier_multiply(u, self.eigenvalues(grid))
 
+    @eqx.filter_jit
     def sqrt_apply(self, u: BatchedField, grid: Grid) -> BatchedField:
         r"""$Q^{1/2} u$ on the grid."""
         return fourier_multiply(u, jnp.sqrt(self.eigenvalues(grid)))
 
+    @eqx.filter_jit
     def inv_sqrt_apply(self, u: BatchedField, grid: Grid) -> BatchedField:
         r"""$Q^{-1/2} u$ on the grid."""
         return fourier_multiply(u, jax.lax.rsqrt(self.eigenvalues(grid)))
 
+    @eqx.filter_jit
     def inv_apply(self, u: BatchedField, grid: Grid) -> BatchedField:
         r"""$Q^{-1} u$ on the grid."""
         return fourier_multiply(u, 1.0 / self.eigenvalues(grid))
 
+    @eqx.filter_jit
     def colour(self, white: BatchedField, grid: Grid) -> BatchedField:
         r"""Map pixel white noise $w \sim N(0, I_N)$ to $N(0, Q)$ on the grid.
 
@@ -93,7 +98,7 @@ class AbstractCovariance(eqx.Module):
         self, key: PRNGKeyArray, grid: Grid, sample_shape: tuple[int, ...] = ()
     ) -> Float[Array, "*sample n1 n2"]:
         r"""Draw point values of $u \sim N(0, Q)$ on `grid` (Karhunen-Loève, truncated to $K_n$)."""
-        white = jax.random.normal(key, tuple(sample_shape) + grid.shape)
+        white = jax.random.normal(key, tuple(sample_shape) + grid.shape)  # static shape
         return self.colour(white, grid)
 
 
@@ -216,7 +221,7 @@ class Combined(AbstractCovariance):
     first: AbstractCovariance
     second: AbstractCovariance
 
-    def __init__(self, first: AbstractCovariance, second: AbstractCovariance):
+    def __init__(self, first, second):
         for name, part in (("first", first), ("second", second)):
             if not isinstance(part, AbstractCovariance):
                 raise ValueError(f"`{name}` must be a covariance operator; got {part!r}.")

@@ -40,7 +40,7 @@ class GaussianField(dist.Distribution):
     pytree_data_fields = ("covariance",)
     pytree_aux_fields = ("grid",)
 
-    def __init__(self, covariance: AbstractCovariance, grid: Grid, *, validate_args=None):
+    def __init__(self, covariance, grid, *, validate_args=None):
         if not isinstance(covariance, AbstractCovariance):
             raise ValueError(f"`covariance` must be a covariance operator; got {covariance!r}.")
         if not isinstance(grid, Grid):

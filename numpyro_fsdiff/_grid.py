@@ -1,12 +1,13 @@
 """Periodic rectangular grids of point values, and resampling between them."""
 
-from typing import Literal
+import functools
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._custom_types import Array, BatchedField, Float, Int
+from ._custom_types import Array, ArrayLike, BatchedField, Float, Int
 from ._validation import check_finite, check_positive
 
 
@@ -163,11 +164,11 @@ def _area_average(u: Array, shape: tuple[int, int]) -> Array:
 
 
 def resample(
-    u: BatchedField,
+    u: ArrayLike,
     shape,
     *,
-    method: Literal["spectral", "area"] = "spectral",
-) -> BatchedField:
+    method: str = "spectral",
+) -> Float[Array, "*batch m1 m2"]:
     r"""Bring point values from one periodic grid to another of `shape`.
 
     `method="spectral"` truncates (coarsening) or zero-pads (refining) the Fourier
@@ -200,6 +201,11 @@ def resample(
         raise ValueError(f"`method` must be 'spectral' or 'area'; got {method!r}.")
     if u.shape[-2:] == target:
         return u
+    return _spectral_resample(u, target)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _spectral_resample(u: Array, target: tuple[int, int]) -> Array:
     coeffs = jnp.fft.fft2(u)
     coeffs = _resample_axis(coeffs, target[0], -2)
     coeffs = _resample_axis(coeffs, target[1], -1)

@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._covariance import AbstractCovariance
-from ._custom_types import Array, BatchedField, Field, Float, PRNGKeyArray, Scalar, ScalarLike
+from ._custom_types import Array, ArrayLike, BatchedField, Field, Float, PRNGKeyArray, Scalar, ScalarLike
 from ._grid import Grid
 from ._solvers import levy_area_for, resolve_solver
 from ._terms import ColouredNoiseTerm, brownian_motion
@@ -61,7 +61,7 @@ class VPSDE(eqx.Module):
 
     def __init__(
         self,
-        covariance: AbstractCovariance,
+        covariance,
         beta_min=0.1,
         beta_max=20.0,
         T: float = 1.0,
@@ -84,15 +84,15 @@ class VPSDE(eqx.Module):
         self.beta_max = jnp.asarray(beta_max, dtype=jnp.result_type(float))
         self.T = float(T)
 
-    def beta(self, t: ScalarLike) -> Scalar:
+    def beta(self, t: ArrayLike) -> Array:
         r"""$\beta(t) = \beta_{\min} + t (\beta_{\max} - \beta_{\min})$."""
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
-    def diffusion(self, t: ScalarLike) -> Scalar:
+    def diffusion(self, t: ArrayLike) -> Array:
         r"""$g(t) = \sqrt{\beta(t)}$."""
         return jnp.sqrt(self.beta(t))
 
-    def marginal_coefficients(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
+    def marginal_coefficients(self, t: ArrayLike) -> tuple[Array, Array]:
         r"""$(m_t, \sigma_t)$ with $X_t \mid X_0 \sim N(m_t X_0, \sigma_t^2 Q)$."""
         log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
         return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2.0 * log_mean))
@@ -142,7 +142,13 @@ class VPSDE(eqx.Module):
     def reverse_terms(
         self, score: Score, brownian: diffrax.AbstractBrownianPath, grid: Grid
     ) -> diffrax.MultiTerm:
-        """Diffrax terms of the reverse SDE on `grid`; integrate with `t0 = T > t1`."""
+        """Diffrax terms of the reverse SDE on `grid`; integrate with `t0 = T > t1`.
+
+        Diffrax 0.7.2's stochastic Runge-Kutta solvers (SRA1, ShARK, SEA) mis-sign their drift
+        and space-time Lévy area when `t0 > t1` (diffrax issue 598, fixed after that release);
+        [`sample`][numpyro_fsdiff.sample] re-poses the solve in the clock $s = -t$ for them.
+        Euler, Heun and EulerHeun integrate backwards correctly as they are.
+        """
         drift = diffrax.ODETerm(lambda t, x, args: self.reverse_drift(t, x, score))
         return diffrax.MultiTerm(drift, self.noise_term(brownian, grid))
 
