@@ -12,6 +12,12 @@ def _demo(args) -> int:
     return 0
 
 
+def _add_invert_parser(commands) -> None:
+    from .inverse._cli import add_parser
+
+    add_parser(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -25,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    _add_invert_parser(commands)
     return parser
 
 
