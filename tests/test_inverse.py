@@ -167,3 +167,64 @@ def test_errors_name_the_argument():
         posterior(jax.random.key(0), y, operator, None,
                   DPS(GaussianScore(DATA_COV, sde, grid), sde, steps=2, num_samples=1),
                   grid=grid, noise=GaussianNoise(prior=dist.HalfNormal(1.0)))
+
+
+def _flow_problem():
+    from numpyro_fsdiff import ProbabilityFlow
+
+    grid, operator, truth, y = _problem()
+    sde = VPSDE(Matern(alpha=2.0, tau=3.0, scale=1.0))
+    score = GaussianScore(DATA_COV, sde, grid)
+    flow = ProbabilityFlow(score, sde, grid, solver="tsit5", steps=8, t_eps=1e-3)
+    prior = dist.TransformedDistribution(GaussianField(sde.covariance, grid), flow)
+    # the flow carries N(0, Q) at T to N(0, q v_eps / v_T) at t_eps, exactly, mode by mode
+    q = sde.covariance.eigenvalues(grid)
+    eigenvalues = q * score.marginal_eigenvalues(1e-3) / score.marginal_eigenvalues(sde.T)
+    mean, cov = gaussian_posterior(y, operator, eigenvalues, grid, SIGMA)
+    return grid, operator, y, prior, mean, np.sqrt(np.diag(cov)).reshape(grid.shape)
+
+
+@pytest.mark.slow
+def test_map_through_the_probability_flow(x64):
+    grid, operator, y, prior, mean, std = _flow_problem()
+    result = posterior(jax.random.key(7), y, operator, prior, MAP(500, 0.05), grid=grid,
+                       noise=GaussianNoise(SIGMA))
+    np.testing.assert_array_less(np.abs(result.mean - mean), 0.1 * std)
+
+
+@pytest.mark.slow
+def test_nuts_through_the_probability_flow(x64):
+    """NUTS in the latent of TransformedDistribution(GaussianField(Q), ProbabilityFlow(exact
+    Gaussian score)) against the exact posterior of the flow's Gaussian law."""
+    grid, operator, y, prior, mean, std = _flow_problem()
+    sampler = NUTS(num_warmup=100, num_samples=150, num_chains=2, chain_method="vectorized",
+                   max_tree_depth=5)
+    result = posterior(jax.random.key(8), y, operator, prior, sampler, grid=grid,
+                       noise=GaussianNoise(SIGMA))
+    ess = result.diagnostics["ess_bulk_min"]
+    assert result.diagnostics["rhat_max"] < 1.1
+    np.testing.assert_array_less(np.abs(result.mean - mean), 5 * std / np.sqrt(ess))
+    np.testing.assert_array_less(np.abs(result.std / std - 1), 5 / np.sqrt(2 * ess) + 0.02)
+
+
+@pytest.mark.slow
+def test_invert_command_end_to_end(tmp_path):
+    """`fsdiff invert` on a tiny untrained checkpoint: it runs and writes the panel and report."""
+    import json
+
+    from numpyro_fsdiff._checkpoint import save_checkpoint
+    from numpyro_fsdiff.cli import main
+    from numpyro_fsdiff.nn import FNO
+
+    network = FNO(modes=3, width=4, depth=1, embedding_dim=4, projection_dim=8,
+                  key=jax.random.key(0))
+    save_checkpoint(tmp_path / "ckpt", network, VPSDE(Matern(alpha=2.0, tau=3.0)))
+    code = main(["invert", "--task", "inpaint", "--checkpoint", str(tmp_path / "ckpt"),
+                 "--resolution", "16", "--sampler", "dps", "--samples", "2", "--steps", "3",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "inpaint_dps_mnist_16.json").read_text())
+    assert report["observation_shape"] == [28 * 28 - 11 * 11]  # the hidden box is 11 x 11
+    assert set(report["metrics"]) == {"psnr", "ssim", "coverage_90"}
+    assert report["info"]["score_evaluations"] == 2 * (2 * 3 + 1)
+    assert (tmp_path / "out" / "inpaint_dps_mnist_16.png").stat().st_size > 1000

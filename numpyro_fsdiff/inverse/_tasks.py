@@ -150,7 +150,12 @@ def run_task(
     if not isinstance(resolution, int) or resolution < 8:
         raise ValueError(f"`resolution` must be an int >= 8; got {resolution!r}.")
     ckpt = load_checkpoint_or_pretrained(checkpoint)
-    images = fsdata.load(dataset, split="test", root=data_root).images
+    try:
+        images = fsdata.load(dataset, split="test", root=data_root).images
+    except FileNotFoundError:
+        if dataset != "mnist":
+            raise
+        images = fsdata.load_subset().images  # the 2,000 MNIST test images shipped offline
     if not 0 <= image < len(images):
         raise ValueError(f"`image` must be in [0, {len(images)}); got {image!r}.")
     native_grid = ckpt.grid(NATIVE)
@@ -214,7 +219,7 @@ def _panel(path, ckpt, truth, observation, result, *, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = np.asarray(result.samples[:3])
+    samples = jnp.asarray(result.samples[:3])
     panels = [("truth", ckpt.to_pixels(truth)), ("observation", observation),
               ("posterior mean", ckpt.to_pixels(result.mean)),
               ("posterior std", np.asarray(result.std))]
@@ -223,7 +228,7 @@ def _panel(path, ckpt, truth, observation, result, *, title):
     for ax, (name, image) in zip(axes, panels):
         image = np.asarray(image)
         if name == "observation":
-            image = np.asarray(ckpt.to_pixels(jnp.nan_to_num(image, nan=-1.0)))
+            image = np.asarray(ckpt.to_pixels(jnp.nan_to_num(jnp.asarray(image), nan=-1.0)))
             image = np.where(np.isnan(observation), np.nan, image)
         ax.imshow(image, cmap="magma" if name == "posterior std" else "gray",
                   vmin=None if name == "posterior std" else 0.0,
