@@ -3,6 +3,7 @@
 import importlib.metadata
 
 from . import covariance as covariance
+from . import metrics as metrics
 from . import inverse as inverse
 from . import nn as nn
 from ._analytic import GaussianScore as GaussianScore
@@ -19,6 +20,13 @@ from ._likelihood import ProbabilityFlowODE as ProbabilityFlowODE
 from ._loss import NoisePredictionScore as NoisePredictionScore
 from ._loss import dsm_loss as dsm_loss
 from ._prior import DiffusionPrior as DiffusionPrior
+from ._corrector import LangevinTerm as LangevinTerm
+from ._corrector import PredictorCorrector as PredictorCorrector
+from ._sample import DEFAULT_STEPS as DEFAULT_STEPS
+from ._sample import SampleInfo as SampleInfo
+from ._sample import sample as sample
+from ._sample import sample_one as sample_one
+from ._sample import tweedie_denoise as tweedie_denoise
 from ._sde import VPSDE as VPSDE
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
