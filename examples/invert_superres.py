@@ -4,7 +4,8 @@ The posterior is sampled on a grid of any --resolution (28, or 56 for zero-shot 
 a model trained at 28) with a diffusion prior; a PNG panel (truth, observation, mean, std,
 samples) and a JSON report (PSNR, SSIM, 90% coverage, diagnostics) go to --out.
 
-    python examples/invert_superres.py --dataset fashion-mnist --checkpoint fashion-mnist --resolution 56
+    python examples/invert_superres.py --dataset fashion-mnist \
+        --checkpoint fashion-mnist --resolution 56
 """
 
 from _invert_common import main

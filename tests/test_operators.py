@@ -49,7 +49,8 @@ class _BandLimited:
         self.b = rng.normal(size=len(self.k)) / (1 + np.sum(self.k**2, axis=1))
 
     def __call__(self, x1, x2):
-        phase = 2 * np.pi * (np.multiply.outer(x1, self.k[:, 0]) + np.multiply.outer(x2, self.k[:, 1]))
+        k1, k2 = self.k[:, 0], self.k[:, 1]
+        phase = 2 * np.pi * (np.multiply.outer(x1, k1) + np.multiply.outer(x2, k2))
         return np.cos(phase) @ self.a + np.sin(phase) @ self.b
 
     def on(self, grid):
@@ -58,11 +59,10 @@ class _BandLimited:
         return jnp.asarray(self(x1, x2))
 
 
-@pytest.mark.parametrize("shape", [(8, 6), (7, 9)])
 @pytest.mark.parametrize("name", list(_operators()))
-def test_adjoint_dot_product(x64, name, shape):
+def test_adjoint_dot_product(x64, name):
     op = _operators()[name]
-    grid = Grid(shape, (1.0, 1.0))
+    grid = Grid((8, 7), (1.0, 1.0))  # one even axis (Nyquist mode) and one odd
     u = jax.random.normal(jax.random.key(0), grid.shape)
     y = jax.random.normal(jax.random.key(1), op.data_shape(grid))
     lhs = jnp.sum(op(u, grid) * y)  # Euclidean on the data side

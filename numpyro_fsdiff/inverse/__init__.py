@@ -1,13 +1,5 @@
 """Imaging inverse problems: observation operators, NumPyro models and posterior samplers."""
 
-from ._operators import AbstractOperator as AbstractOperator
-from ._operators import CellAverage as CellAverage
-from ._operators import Compose as Compose
-from ._operators import GaussianBlur as GaussianBlur
-from ._operators import Mask as Mask
-from ._operators import MotionBlur as MotionBlur
-from ._operators import PointObservations as PointObservations
-from ._operators import naive_inverse as naive_inverse
 from ._latent import ColourTransform as ColourTransform
 from ._latent import whiten as whiten
 from ._metrics import coverage as coverage
@@ -16,6 +8,14 @@ from ._metrics import psnr as psnr
 from ._metrics import ssim as ssim
 from ._model import model as model
 from ._noise import GaussianNoise as GaussianNoise
+from ._operators import AbstractOperator as AbstractOperator
+from ._operators import CellAverage as CellAverage
+from ._operators import Compose as Compose
+from ._operators import GaussianBlur as GaussianBlur
+from ._operators import Mask as Mask
+from ._operators import MotionBlur as MotionBlur
+from ._operators import PointObservations as PointObservations
+from ._operators import naive_inverse as naive_inverse
 from ._posterior import DPS as DPS
 from ._posterior import MAP as MAP
 from ._posterior import NUTS as NUTS

@@ -25,7 +25,8 @@ def model(
     **Arguments:**
 
     - `y`: the data, shape `operator.data_shape(grid)`, or `None`.
-    - `operator`: an observation operator ([`AbstractOperator`][numpyro_fsdiff.inverse.AbstractOperator]).
+    - `operator`: an observation operator
+      ([`AbstractOperator`][numpyro_fsdiff.inverse.AbstractOperator]).
     - `prior`: a NumPyro distribution on fields of shape `grid.shape`: a
       [`GaussianField`][numpyro_fsdiff.GaussianField], a `DiffusionPrior`, or
       `TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(...))`.
@@ -48,9 +49,8 @@ def model(
     u = numpyro.sample(name, prior)
     sigma = noise.sample()
     mean = operator(u, grid)
-    return_value = u
     numpyro.sample("y", dist.Normal(mean, sigma).to_event(mean.ndim), obs=y)
-    return return_value
+    return u
 
 
 def check_problem(y, operator, prior, *, noise, grid) -> None:

@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, ArrayLike, Field, Float, Spectrum
+from .._grid import Grid, fourier_multiply
+from .._validation import check_field_shape, check_positive
 
 ObservationField = Float[Array, "m1 m2"]
 """Data that are point values on an observation grid of shape `(m1, m2)`."""
-from .._grid import Grid, fourier_multiply
-from .._validation import check_field_shape, check_positive
 
 
 def _coords_np(grid: Grid) -> tuple[np.ndarray, np.ndarray]:

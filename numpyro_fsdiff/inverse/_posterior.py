@@ -13,9 +13,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
-from numpyro.infer import MCMC, Predictive, Trace_ELBO
+from numpyro.infer import MCMC, Predictive, Trace_ELBO, autoguide
 from numpyro.infer import NUTS as _NumPyroNUTS
-from numpyro.infer import autoguide
 from numpyro.infer.reparam import TransformReparam
 
 from .._covariance import AbstractCovariance
@@ -410,46 +409,13 @@ class DPS(AbstractSampler):
     def run(self, key, problem):
         if problem.noise.inferred:
             raise ValueError("`noise` must have a known sigma for DPS; got an inferred one.")
-        from .._sample import tweedie_denoise
-
-        grid, sde = problem.grid, self.sde
-        solver = resolve_solver(self.solver, kind="sde")
-        guided = guided_score(
-            self.score, sde, problem.y, problem.operator, grid, problem.noise.sigma,
-            self.guidance, self.weighting,
-        )
-        t0, t1 = sde.T, self.t_eps
-        dt0 = (t1 - t0) / self.steps
-
-        @jax.jit
-        def one(key):
-            key_init, key_noise = jax.random.split(key)
-            x_T = sde.covariance.sample(key_init, grid)
-            brownian = brownian_motion(key_noise, grid, t0, t1, levy_area=levy_area_for(solver))
-            solution = diffrax.diffeqsolve(
-                sde.reverse_terms(guided, brownian, grid),
-                solver,
-                t0,
-                t1,
-                dt0=dt0,
-                y0=x_T,
-                saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=diffrax.ConstantStepSize(),
-                max_steps=self.steps + 1,
-                adjoint=diffrax.ForwardMode(),
-            )
-            return tweedie_denoise(self.score, sde, solution.ys[-1], t1), solution.stats[
-                "num_steps"
-            ]
-
-        start = time.perf_counter()
-        keys = jax.random.split(key, self.num_samples)
-        samples, steps = jax.block_until_ready(
-            jax.lax.map(one, keys, batch_size=min(self.num_samples, self.batch_size))
-        )
-        end = time.perf_counter()
         from .._sample import score_evaluations_per_step
 
+        solver = resolve_solver(self.solver, kind="sde")
+        keys = jax.random.split(key, self.num_samples)
+        start = time.perf_counter()
+        samples, steps = jax.block_until_ready(_dps_solve(self, solver, problem, keys))
+        end = time.perf_counter()
         per_step, initial = score_evaluations_per_step(solver)
         # each guided evaluation costs one score evaluation and one vector-Jacobian product
         evaluations = int(np.sum(2 * (initial + per_step * np.asarray(steps)) + 1))
@@ -467,6 +433,42 @@ class DPS(AbstractSampler):
             },
             "inference_data": None,
         }
+
+
+@eqx.filter_jit
+def _dps_solve(sampler: DPS, solver, problem: _Problem, keys):
+    """All DPS solves, compiled once per sampler structure, problem and shapes."""
+    from .._sample import tweedie_denoise
+
+    grid, sde = problem.grid, sampler.sde
+    guided = guided_score(
+        sampler.score, sde, problem.y, problem.operator, grid, problem.noise.sigma,
+        sampler.guidance, sampler.weighting,
+    )
+    t0, t1 = sde.T, sampler.t_eps
+    dt0 = (t1 - t0) / sampler.steps
+
+    def one(key):
+        key_init, key_noise = jax.random.split(key)
+        x_T = sde.covariance.sample(key_init, grid)
+        brownian = brownian_motion(key_noise, grid, t0, t1, levy_area=levy_area_for(solver))
+        solution = diffrax.diffeqsolve(
+            sde.reverse_terms(guided, brownian, grid),
+            solver,
+            t0,
+            t1,
+            dt0=dt0,
+            y0=x_T,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=sampler.steps + 1,
+            adjoint=diffrax.ForwardMode(),
+        )
+        x0 = tweedie_denoise(sampler.score, sde, solution.ys[-1], t1)
+        return x0, solution.stats["num_steps"]
+
+    batch = min(sampler.num_samples, sampler.batch_size)
+    return jax.lax.map(one, keys, batch_size=batch)
 
 
 def posterior(
@@ -506,7 +508,9 @@ def posterior(
     **Returns:** a [`Posterior`][numpyro_fsdiff.inverse.Posterior].
     """
     if not isinstance(sampler, AbstractSampler):
-        raise ValueError(f"`sampler` must be NUTS(...), SVI(...), MAP(...) or DPS(...); got {sampler!r}.")
+        raise ValueError(
+            f"`sampler` must be NUTS(...), SVI(...), MAP(...) or DPS(...); got {sampler!r}."
+        )
     y = jnp.asarray(y)
     if isinstance(sampler, DPS):
         check_problem(y, operator, dist.Normal(jnp.zeros(grid.shape)).to_event(2), noise=noise,
@@ -527,7 +531,7 @@ def posterior(
             f"coverage_{round(100 * level)}": float(coverage(samples, truth, level)),
         }
     return Posterior(
-        method=type(sampler).__name__ if not isinstance(sampler, SVI) else f"SVI-{sampler.guide}",
+        method=_method_name(sampler),
         samples=samples,
         mean=mean,
         std=std,
@@ -538,6 +542,12 @@ def posterior(
         info=out["info"],
         inference_data=out["inference_data"],
     )
+
+
+def _method_name(sampler: AbstractSampler) -> str:
+    if isinstance(sampler, SVI):
+        return "MAP" if sampler.guide == "delta" else f"SVI-{sampler.guide}"
+    return type(sampler).__name__
 
 
 def gaussian_posterior(
