@@ -129,7 +129,9 @@ def run_task(
     checkpoint's scaling, observed on its native 28 x 28 grid with the task's operator and
     noise, and inverted on the `resolution` x `resolution` grid with the prior
     `TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(score, sde, grid))`
-    (Tsit5, `ode_steps` fixed steps) for NUTS/SVI/MAP, or its score alone for DPS. The truth
+    (Tsit5, `ode_steps` fixed steps) for NUTS/SVI/MAP, or its score alone for DPS (with the
+    normalised guidance of [`guided_score`][numpyro_fsdiff.inverse.guided_score], weight
+    `guidance`). NUTS runs two vectorised chains (or `num_chains`), tree depth <= 6. The truth
     at another resolution is the band-limited (spectral) resampling of the 28 x 28 image.
 
     **Returns:** the JSON report as a dict.
@@ -230,7 +232,9 @@ def _panel(path, ckpt, truth, observation, result, *, title):
         if name == "observation":
             image = np.asarray(ckpt.to_pixels(jnp.nan_to_num(jnp.asarray(image), nan=-1.0)))
             image = np.where(np.isnan(observation), np.nan, image)
-        ax.imshow(image, cmap="magma" if name == "posterior std" else "gray",
+        cmap = plt.get_cmap("magma" if name == "posterior std" else "gray").copy()
+        cmap.set_bad("#4477aa")  # unobserved pixels of the observation panel
+        ax.imshow(image, cmap=cmap,
                   vmin=None if name == "posterior std" else 0.0,
                   vmax=None if name == "posterior std" else 1.0)
         ax.set_title(name, fontsize=8)
