@@ -32,6 +32,7 @@ from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
 from ._solvers import resolve_solver as resolve_solver
 from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
+from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
 
 __version__ = importlib.metadata.version("numpyro_fsdiff")

@@ -168,7 +168,9 @@ def _plan(
             )
         rtol = atol if rtol is None else rtol
         atol = rtol if atol is None else atol
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        # Arrays, not Python floats, so that a new tolerance does not recompile.
+        as_array = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))  # noqa: E731
+        controller = diffrax.PIDController(rtol=as_array(rtol), atol=as_array(atol))
         dt0 = -span / (steps if steps is not None else 64)
     else:
         controller = diffrax.ConstantStepSize()
@@ -247,7 +249,8 @@ def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
     else:
         predictor = plan.solver.predictor if plan.method == "pc" else plan.solver
         brownian = brownian_motion(
-            key_noise, grid, t0, t1, levy_area=levy_area_for(predictor), tol=plan.brownian_tol
+            key_noise, grid, t0, t1, levy_area=levy_area_for(predictor), tol=plan.brownian_tol,
+            dt=None if plan.adaptive else plan.dt0,
         )
         terms = sde.reverse_terms(score, brownian, grid)
         if plan.method == "pc":

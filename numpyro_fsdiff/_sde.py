@@ -190,19 +190,19 @@ class VPSDE(eqx.Module):
             raise ValueError(f"need 0 <= t0 < t1 <= T={self.T}; got t0={t0}, t1={t1}.")
         x0 = check_finite("x0", x0)
         solver = resolve_solver(solver, kind="sde")
-        brownian = brownian_motion(key, grid, t0, t1, levy_area=levy_area_for(solver))
+        dt0 = (t1 - t0) / steps
+        brownian = brownian_motion(key, grid, t0, t1, levy_area=levy_area_for(solver), dt=dt0)
         solution = diffrax.diffeqsolve(
             self.forward_terms(brownian, grid),
             solver,
             t0,
             t1,
-            dt0=(t1 - t0) / steps,
+            dt0=dt0,
             y0=x0,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.ConstantStepSize(),
             max_steps=steps + 1,
-            # UnsafeBrownianPath cannot be checkpointed for reverse mode; this solve is for
-            # simulation, so forward mode (no stored trajectory) is both allowed and cheapest.
+            # A simulation, not differentiated: forward mode stores no trajectory.
             adjoint=diffrax.ForwardMode(),
         )
         return solution.ys[-1]

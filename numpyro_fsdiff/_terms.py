@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._covariance import AbstractCovariance
@@ -54,6 +55,73 @@ class ColouredNoiseTerm(diffrax.AbstractTerm):
         return vf * control
 
 
+class SteppedBrownianPath(diffrax.AbstractBrownianPath):
+    r"""Brownian motion for fixed steps: one independent draw per step, keyed by step index.
+
+    `evaluate(s, t)` over the step $[s, t]$ (with $s = t_{\mathrm{start}} + n\,\Delta t$ up to
+    rounding) returns $\Delta W \sim N(0, (t - s) I)$ and, if asked, the space-time Lévy area
+    $H \sim N(0, (t - s) I / 12)$, independent of $\Delta W$, from the key folded with
+    $n = \mathrm{round}((s - t_{\mathrm{start}})/\Delta t)$. Keying on the step index rather than
+    on the bits of $s$ (as `diffrax.UnsafeBrownianPath` does) makes a sample depend only on its
+    key: not on whether it was drawn alone, in a vmapped batch or sharded over devices, where
+    the compiled step times may differ in the last bit. Valid for steps of exactly $\Delta t$;
+    adaptive solves need [`brownian_motion`][numpyro_fsdiff.brownian_motion] with a `tol`.
+
+    **Arguments:**
+
+    - `shape`: the shape of $W$ (a grid's `shape`).
+    - `key`: the PRNG key of the path.
+    - `t_start`: the time the solve starts from.
+    - `dt`: the signed step of the solve.
+    - `levy_area`: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea`.
+    """
+
+    shape: tuple[int, ...] = eqx.field(static=True)
+    levy_area: type = eqx.field(static=True)
+    key: jax.Array
+    t_start: Scalar
+    dt: Scalar
+
+    def __init__(self, shape, key, t_start, dt, levy_area=diffrax.BrownianIncrement):
+        if levy_area not in (diffrax.BrownianIncrement, diffrax.SpaceTimeLevyArea):
+            raise ValueError(
+                "`levy_area` must be diffrax.BrownianIncrement or diffrax.SpaceTimeLevyArea; "
+                f"got {levy_area!r}."
+            )
+        self.shape = tuple(shape)
+        self.levy_area = levy_area
+        self.key = key
+        self.t_start = jnp.asarray(t_start, dtype=jnp.result_type(float))
+        self.dt = jnp.asarray(dt, dtype=jnp.result_type(float))
+
+    @property
+    def t0(self):
+        return -jnp.inf
+
+    @property
+    def t1(self):
+        return jnp.inf
+
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        del left
+        if t1 is None:
+            raise ValueError("SteppedBrownianPath only gives increments over a step (t0, t1).")
+        t0 = jax.lax.stop_gradient(jnp.asarray(t0, dtype=self.dt.dtype))
+        t1 = jax.lax.stop_gradient(jnp.asarray(t1, dtype=self.dt.dtype))
+        lower = jnp.minimum(t0, t1)
+        index = jnp.round((lower - self.t_start) / self.dt).astype(jnp.int32)
+        key_w, key_h = jax.random.split(jax.random.fold_in(self.key, index))
+        dt = t1 - t0
+        scale = jnp.sqrt(jnp.abs(dt))
+        w = jnp.sign(dt) * scale * jax.random.normal(key_w, self.shape, dtype=self.dt.dtype)
+        if not use_levy:
+            return w
+        if self.levy_area is diffrax.SpaceTimeLevyArea:
+            h = scale / jnp.sqrt(12.0) * jax.random.normal(key_h, self.shape, dtype=self.dt.dtype)
+            return diffrax.SpaceTimeLevyArea(dt=dt, W=w, H=h)
+        return diffrax.BrownianIncrement(dt=dt, W=w)
+
+
 def brownian_motion(
     key,
     grid: Grid,
@@ -62,18 +130,23 @@ def brownian_motion(
     *,
     levy_area: type = diffrax.BrownianIncrement,
     tol: ScalarLike | None = None,
+    dt: ScalarLike | None = None,
 ) -> diffrax.AbstractBrownianPath:
-    """A standard Brownian motion on the pixels of `grid`.
+    """A standard Brownian motion on the pixels of `grid`, for a solve from `t0` to `t1`.
 
-    With `tol=None` (fixed steps), a `diffrax.UnsafeBrownianPath`: one fresh draw per step and
-    no tree search, the cheap choice when steps are never rejected. With a `tol`, a
-    `diffrax.VirtualBrownianTree` on the interval between `t0` and `t1` (either order), which
-    adaptive step-size control needs so that a rejected step is retried on the same path.
-    Solves on an `UnsafeBrownianPath` take `adjoint=diffrax.ForwardMode()` (or
-    `DirectAdjoint`), since it cannot be checkpointed for reverse-mode differentiation.
+    - With `dt` (fixed steps of exactly `dt`, signed like `t1 - t0`): a
+      [`SteppedBrownianPath`][numpyro_fsdiff.SteppedBrownianPath], one draw per step and no
+      tree search: the cheap choice when steps are never rejected.
+    - Otherwise a `diffrax.VirtualBrownianTree` on the interval between `t0` and `t1` (either
+      order) with tolerance `tol` (default $|t_1 - t_0| / 2^{14}$), which adaptive step-size
+      control needs so that a rejected step is retried on the same path.
+
+    Both depend only on `key`, so a sample does not change when it is drawn in a batch.
     """
-    if tol is None:
-        return diffrax.UnsafeBrownianPath(shape=grid.shape, key=key, levy_area=levy_area)
+    if dt is not None:
+        return SteppedBrownianPath(grid.shape, key, t0, dt, levy_area=levy_area)
     lo, hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
+    if tol is None:
+        tol = (hi - lo) / 2**14
     return diffrax.VirtualBrownianTree(lo, hi, tol=tol, shape=grid.shape, key=key,
                                        levy_area=levy_area)

@@ -69,7 +69,8 @@ def _reverse_sde_sampler(sde, score, solver, max_steps, t_eps=1e-3):
     def one(k, steps):
         k0, kw = jax.random.split(k)
         x_T = fourier_multiply(jax.random.normal(k0, GRID.shape), jnp.sqrt(start_law / GRID.cell_area))
-        bm = brownian_motion(kw, GRID, sde.T, t_eps, levy_area=levy_area_for(solver))
+        bm = brownian_motion(kw, GRID, sde.T, t_eps, levy_area=levy_area_for(solver),
+                             dt=(t_eps - sde.T) / steps)
         sol = diffrax.diffeqsolve(sde.reverse_terms(score, bm, GRID), solver, sde.T, t_eps,
                                   dt0=(t_eps - sde.T) / steps, y0=x_T,
                                   adjoint=diffrax.ForwardMode(), max_steps=max_steps)
@@ -128,6 +129,34 @@ def test_probability_flow_with_exact_score_is_the_exact_linear_map(solver, order
     # Identity flow when the data law is N(0, Q).
     same = GaussianScore(Q, sde, GRID)
     np.testing.assert_allclose(same(x_T, 0.3), -x_T, atol=1e-12)
+
+
+def test_a_sample_depends_only_on_its_key():
+    # Drawn alone, in a vmapped batch or at another batch size: the same key, the same path.
+    sde = VPSDE(Q)
+    x0 = jnp.cos(2 * jnp.pi * GRID.coords()[0])
+    keys = jax.random.split(jax.random.key(3), 4)
+    for solver in ("euler", "shark"):
+        simulate = lambda k: sde.simulate_forward(k, x0, 0.7, grid=GRID, solver=solver, steps=7)  # noqa: E731
+        batch = jax.jit(jax.vmap(simulate))(keys)
+        np.testing.assert_allclose(jax.jit(jax.vmap(simulate))(keys[:2]), batch[:2], atol=1e-6)
+        np.testing.assert_allclose(simulate(keys[3]), batch[3], atol=1e-6)
+
+
+def test_stepped_brownian_increments_have_the_right_law(key):
+    from numpyro_fsdiff import SteppedBrownianPath
+
+    path = SteppedBrownianPath((20000,), key, 1.0, -0.1, levy_area=diffrax.SpaceTimeLevyArea)
+    first = path.evaluate(0.9, 1.0, use_levy=True)
+    second = path.evaluate(0.8, 0.9, use_levy=True)
+    again = path.evaluate(0.9 + 1e-7, 1.0, use_levy=True)  # the same step, rounded differently
+    np.testing.assert_allclose(again.W, first.W * np.sqrt((0.1 - 1e-7) / 0.1), rtol=1e-5)
+    n = 20000
+    for values, var in [(first.W, 0.1), (first.H, 0.1 / 12), (second.W, 0.1)]:
+        assert abs(float(jnp.var(values)) / var - 1) < 5 * np.sqrt(2 / n)
+    # Independent steps, and W independent of H.
+    assert abs(float(jnp.corrcoef(first.W, second.W)[0, 1])) < 5 / np.sqrt(n)
+    assert abs(float(jnp.corrcoef(first.W, first.H)[0, 1])) < 5 / np.sqrt(n)
 
 
 def test_bad_input_names_the_argument():

@@ -451,7 +451,8 @@ def _dps_solve(sampler: DPS, solver, problem: _Problem, keys):
     def one(key):
         key_init, key_noise = jax.random.split(key)
         x_T = sde.covariance.sample(key_init, grid)
-        brownian = brownian_motion(key_noise, grid, t0, t1, levy_area=levy_area_for(solver))
+        brownian = brownian_motion(key_noise, grid, t0, t1, levy_area=levy_area_for(solver),
+                                   dt=dt0)
         solution = diffrax.diffeqsolve(
             sde.reverse_terms(guided, brownian, grid),
             solver,
