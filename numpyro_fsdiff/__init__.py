@@ -28,6 +28,10 @@ from ._sample import sample as sample
 from ._sample import sample_one as sample_one
 from ._sample import tweedie_denoise as tweedie_denoise
 from ._sde import VPSDE as VPSDE
+from ._sharding import data_mesh as data_mesh
+from ._sharding import process_slice as process_slice
+from ._sharding import replicate as replicate
+from ._sharding import shard_leading_axis as shard_leading_axis
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
 from ._solvers import resolve_solver as resolve_solver

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from numpyro_fsdiff._sharding import process_slice
+from numpyro_fsdiff import process_slice
 
 SCRIPT = textwrap.dedent(
     """
