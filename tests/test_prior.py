@@ -26,6 +26,7 @@ from numpyro_fsdiff import (
     VPSDE,
     fourier_multiply,
 )
+from numpyro_fsdiff import diagnostics
 from numpyro_fsdiff.covariance import Matern
 
 T_EPS = 1e-3
@@ -183,9 +184,15 @@ def test_nuts_on_log_prob_recovers_the_exact_posterior():
     def model():
         likelihood(numpyro.sample("x", prior), blur, y)
 
-    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=200, num_samples=300, progress_bar=False)
-    mcmc.run(jax.random.key(2))
+    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=150, num_samples=250, progress_bar=False)
+    mcmc.run(jax.random.key(2), extra_fields=("energy", "diverging"))
     check_posterior(mcmc.get_samples()["x"], posterior, s, np.asarray(q.eigenvalues(grid)))
+    # ArviZ traces the model (dimension inference) through the DiffusionPrior
+    data = diagnostics.to_datatree(mcmc, grid=grid)
+    assert data["posterior"]["x"].dims == ("chain", "draw", "x1", "x2")
+    summary = diagnostics.summarize(data, var_names=["x", "x_norm"])
+    assert summary["divergences"] == 0 and summary["bfmi"][0] > 0.3
+    assert summary["variables"]["x"]["ess_bulk_min"] > 50
 
 
 def test_nuts_in_the_latent_recovers_the_exact_posterior():
@@ -198,13 +205,14 @@ def test_nuts_in_the_latent_recovers_the_exact_posterior():
             x = numpyro.sample("x", prior)
         likelihood(x, blur, y)
 
-    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=200, num_samples=300, progress_bar=False)
+    mcmc = MCMC(NUTS(model, dense_mass=True), num_warmup=150, num_samples=250, progress_bar=False)
     mcmc.run(jax.random.key(3))
     samples = mcmc.get_samples()
     assert "x_base" in samples  # inference ran in the Gaussian latent
     check_posterior(samples["x"], posterior, s, np.asarray(q.eigenvalues(grid)))
 
 
+@pytest.mark.slow
 def test_svi_map_in_the_latent_is_the_posterior_mean():
     # For the analytic (linear) flow, the MAP of the latent maps to the Gaussian posterior mean.
     grid, q, sde, score, s, blur, y, posterior = inverse_problem()
