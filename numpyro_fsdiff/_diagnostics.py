@@ -200,7 +200,7 @@ def plot_field_posterior(
 ) -> Path:
     """Save image panels of a field's posterior mean and standard deviation (and `truth`).
 
-    The figure is written atomically ([`save_figure`][numpyro_fsdiff._io.save_figure]): the
+    The figure is written atomically (`numpyro_fsdiff._io.save_figure`): the
     file is complete or absent.
 
     **Arguments:**

@@ -41,7 +41,7 @@ class DiffusionPrior(dist.Distribution):
     $S(x, t) = Q\nabla\log p_t(x)$ works: a trained network, or an analytic score such as
     [`GaussianScore`][numpyro_fsdiff.GaussianScore].
 
-    **Sampling** (`sample`) calls [`numpyro_fsdiff.sample`][numpyro_fsdiff.sample] with
+    **Sampling** (`sample`) calls `numpyro_fsdiff.sample` with
     `method` (`"ode"`: the probability-flow ODE, the same map as the density; `"sde"`: the
     reverse SDE; `"pc"`: predictor-corrector), `solver`, `steps`, `rtol`, `atol`. No Tweedie
     denoising step is applied unless `denoise=True`, so that samples follow the law whose
@@ -87,7 +87,7 @@ class DiffusionPrior(dist.Distribution):
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid] of the values.
     - `method`: `"ode"` (default), `"sde"` or `"pc"`, for `sample`.
     - `solver`, `steps`, `rtol`, `atol`: the solver and steps (see above and
-      [`numpyro_fsdiff.sample`][numpyro_fsdiff.sample]).
+      `numpyro_fsdiff.sample`).
     - `t_eps`: the data time $t_\varepsilon$.
     - `divergence`: `"exact"` (default), `"hutchinson"` or an
       [`AbstractDivergence`][numpyro_fsdiff.AbstractDivergence].
