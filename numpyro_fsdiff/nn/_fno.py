@@ -44,9 +44,9 @@ class Pointwise(eqx.Module):
         )
         self.bias = jax.random.uniform(bkey, (out_channels,), minval=-bound, maxval=bound)
 
-    def __call__(self, v: Float[Array, "batch c n1 n2"]) -> Float[Array, "batch o n1 n2"]:
-        out = jnp.einsum("oc,bcxy->boxy", self.weight, v)
-        return out + self.bias[:, None, None]
+    def __call__(self, v: Float[Array, "*batch c"]) -> Float[Array, "*batch o"]:
+        """The map on channels-last values: one matrix product over all points."""
+        return v @ self.weight.T + self.bias
 
 
 class FNO(eqx.Module):
@@ -180,21 +180,21 @@ class FNO(eqx.Module):
         """
         check_inputs(xs, ts)
         _, n1, n2 = xs.shape
+        # Channels-last layout (batch, n1, n2, channels) throughout: every pointwise map is
+        # then one matrix product, about twice as fast on CPU as channels-first.
         x1, x2 = 2 * jnp.pi * Grid((n1, n2)).coords().astype(xs.dtype)
-        features = jnp.stack([jnp.sin(x1), jnp.cos(x1), jnp.sin(x2), jnp.cos(x2)])
+        features = jnp.stack([jnp.sin(x1), jnp.cos(x1), jnp.sin(x2), jnp.cos(x2)], axis=-1)
         # Lift: the coordinate part is shared by the whole batch.
         w = self.lift.weight
-        v = jnp.einsum("oc,cxy->oxy", w[:, 1:], features) + self.lift.bias[:, None, None]
-        v = v[None] + w[:, 0][None, :, None, None] * xs[:, None]
+        v = features @ w[:, 1:].T + self.lift.bias + xs[..., None] * w[:, 0]
         emb = jax.vmap(self.time_embedding)(ts)  # (b, E)
         for layer in range(self.depth):
-            h = self.spectral[layer].batched(v) + self.pointwise[layer](v)
-            film = jax.vmap(self.film[layer])(emb)  # (b, 2 width)
-            scale, shift = film[:, : self.width], film[:, self.width :]
-            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+            h = self.spectral[layer].batched_channels_last(v) + self.pointwise[layer](v)
+            film = jax.vmap(self.film[layer])(emb)[:, None, None, :]  # (b, 1, 1, 2 width)
+            h = h * (1 + film[..., : self.width]) + film[..., self.width :]
             v = jax.nn.gelu(h) if layer < self.depth - 1 else h
         hidden = jax.nn.gelu(self.project_hidden(v))
-        return self.project_out(hidden)[:, 0]
+        return self.project_out(hidden)[..., 0]
 
     def __call__(self, x: Field, t: ScalarLike) -> Field:
         r"""$\varepsilon_\theta(x, t)$ on one field.

@@ -1,10 +1,12 @@
 r"""The spectral convolution of a Fourier neural operator, with real parameter arrays."""
 
+import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._custom_types import Array, Float, PRNGKeyArray
 
@@ -27,6 +29,39 @@ def kept_modes(modes: int, n1: int, n2: int) -> tuple[int, int, int]:
     return positive, negative, second
 
 
+@functools.lru_cache(maxsize=64)
+def dft_matrices(modes: int, n1: int, n2: int) -> tuple[np.ndarray, ...]:
+    r"""Real matrices of the truncated forward and inverse 2-D DFT of a spectral layer.
+
+    With $\psi = 2\pi k_2 y / n_2$ and $\phi = 2\pi k_1 x / n_1$ over the kept wavenumbers
+    (rows $k_1 = 0, \dots$, then the negative ones; $k_2 \ge 0$):
+
+    - `fy[y, p, k2]`: $(\cos\psi, -\sin\psi)$, the real DFT along the second axis;
+    - `fx[k1, q, x, p]`: the complex DFT $e^{-i\phi}$ along the first axis, acting on
+      (real, imaginary) pairs $p$ and giving pairs $q$;
+    - `hx[x, q, k1, p]`: its inverse $e^{+i\phi}$ (without the $1/n_1$);
+    - `hy[q, k2, y]`: $c_{k_2} (\cos\psi, -\sin\psi) / (n_1 n_2)$, the real part of the
+      inverse along the second axis, $c_0 = 1$ and $c_{k_2} = 2$ otherwise (the Hermitian
+      partner $-k_2$), exactly what `irfft2` does with a half spectrum whose Nyquist column is
+      zero.
+
+    Computed in float64 with NumPy, once per `(modes, n1, n2)`.
+    """
+    positive, negative, second = kept_modes(modes, n1, n2)
+    k1 = np.concatenate([np.arange(positive), np.arange(-negative, 0)])
+    k2 = np.arange(second)
+    psi = 2 * np.pi * np.outer(np.arange(n2), k2) / n2  # (y, K2)
+    fy = np.stack([np.cos(psi), -np.sin(psi)], axis=1)
+    phi = 2 * np.pi * np.outer(k1, np.arange(n1)) / n1  # (K1, x)
+    c, s = np.cos(phi), np.sin(phi)
+    fx = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], axis=1)
+    c, s = c.T, s.T
+    hx = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], axis=1)
+    weight = np.where(k2 == 0, 1.0, 2.0)[:, None] / (n1 * n2)
+    hy = np.stack([weight * np.cos(psi.T), -weight * np.sin(psi.T)])
+    return fy, fx, hx, hy
+
+
 class SpectralConv2d(eqx.Module):
     r"""The Fourier layer $v \mapsto \mathcal{F}^{-1}(R_k \cdot \mathcal{F} v)$ of an FNO.
 
@@ -45,10 +80,15 @@ class SpectralConv2d(eqx.Module):
     `(2 modes, modes, in_channels, out_channels)` (rows $k_1 = 0, \dots, m-1$ then
     $-m, \dots, -1$): optimisers such as optax treat complex leaves incorrectly.
 
-    Speed: the channel mixing is done as **one real batched matrix product in a modes-major
-    layout**, $[\Re \hat v, \Im \hat v]_{k} \in \mathbb{R}^{b \times 2c_\text{in}}$ times
-    $\begin{pmatrix} \Re R & \Im R \\ -\Im R & \Re R \end{pmatrix}_k$, batched over the kept
-    modes, instead of a complex `einsum` (which XLA on CPU lowers to a slow loop).
+    Speed: everything is real. The channel mixing is **one real batched matrix product in a
+    modes-major layout**, $[\Re \hat v, \Im \hat v]_{k} \in \mathbb{R}^{b \times 2c_\text{in}}$
+    times $\begin{pmatrix} \Re R & \Im R \\ -\Im R & \Re R \end{pmatrix}_k$, batched over
+    the kept modes, instead of a complex `einsum` (which XLA on CPU lowers to a slow loop).
+    Only the kept modes are ever computed: the forward and inverse transforms are truncated
+    DFTs done as real matrix products ([`dft_matrices`][numpyro_fsdiff.nn.dft_matrices]),
+    which land directly in (and leave from) the modes-major layout; on CPU this beats
+    `rfft2`, a gather of the kept modes, a transpose and `irfft2` (measured in
+    `benchmarks/bench_train_step.py`). The result equals `irfft2` of the masked product.
 
     **Arguments:**
 
@@ -110,23 +150,40 @@ class SpectralConv2d(eqx.Module):
             )
         batch, _, n1, n2 = v.shape
         positive, negative, second = kept_modes(self.modes, n1, n2)
-        vhat = jnp.fft.rfft2(v)
-        kept = jnp.concatenate(
-            [vhat[:, :, :positive, :second], vhat[:, :, n1 - negative :, :second]], axis=2
-        )  # (b, c, K1, K2)
-        num = kept.shape[2] * second
-        kept = jnp.transpose(kept, (2, 3, 0, 1)).reshape(num, batch, self.in_channels)
-        stacked = jnp.concatenate([kept.real, kept.imag], axis=-1)  # (M, b, 2 c_in)
-        mixed = jnp.matmul(stacked, self._weights(positive, negative, second))  # (M, b, 2 c_out)
-        out = jax.lax.complex(mixed[..., : self.out_channels], mixed[..., self.out_channels :])
-        out = out.reshape(positive + negative, second, batch, self.out_channels)
-        out = jnp.transpose(out, (2, 3, 0, 1))  # (b, c_out, K1, K2)
-        zeros = jnp.zeros(
-            (batch, self.out_channels, n1 - positive - negative, second), dtype=out.dtype
-        )
-        out = jnp.concatenate([out[:, :, :positive], zeros, out[:, :, positive:]], axis=2)
-        out = jnp.pad(out, ((0, 0), (0, 0), (0, 0), (0, n2 // 2 + 1 - second)))
-        return jnp.fft.irfft2(out, s=(n1, n2)).astype(v.dtype)
+        fy, fx, hx, hy = (jnp.asarray(a, v.dtype) for a in dft_matrices(self.modes, n1, n2))
+        # Forward DFT of the kept modes as real matrix products, straight into the
+        # modes-major layout (K1, K2, batch, re/im, channels).
+        a = jnp.einsum("bcxy,ypk->bcxpk", v, fy)
+        kept = jnp.einsum("jqxp,bcxpk->jkbqc", fx, a)
+        num = (positive + negative) * second
+        stacked = kept.reshape(num, batch, 2 * self.in_channels)
+        mixed = jnp.matmul(stacked, self._weights(positive, negative, second))
+        mixed = mixed.reshape(positive + negative, second, batch, 2, self.out_channels)
+        # Inverse DFT: first axis, then the real part along the second axis.
+        b = jnp.einsum("xqjp,jkbpo->boxqk", hx, mixed)
+        return jnp.einsum("boxqk,qky->boxy", b, hy)
+
+    def batched_channels_last(
+        self, v: Float[Array, "batch n1 n2 in_channels"]
+    ) -> Float[Array, "batch n1 n2 out_channels"]:
+        """The layer on a batch in the channels-last layout `(batch, n1, n2, in_channels)`
+        that the [`FNO`][numpyro_fsdiff.nn.FNO] uses internally (its pointwise layers are
+        then plain matrix products)."""
+        if v.ndim != 4 or v.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"`v` must have shape (batch, n1, n2, {self.in_channels}); got {v.shape}."
+            )
+        batch, n1, n2, _ = v.shape
+        positive, negative, second = kept_modes(self.modes, n1, n2)
+        fy, fx, hx, hy = (jnp.asarray(a, v.dtype) for a in dft_matrices(self.modes, n1, n2))
+        a = jnp.einsum("bxyc,ypk->bcxpk", v, fy)
+        kept = jnp.einsum("jqxp,bcxpk->jkbqc", fx, a)
+        num = (positive + negative) * second
+        stacked = kept.reshape(num, batch, 2 * self.in_channels)
+        mixed = jnp.matmul(stacked, self._weights(positive, negative, second))
+        mixed = mixed.reshape(positive + negative, second, batch, 2, self.out_channels)
+        b = jnp.einsum("xqjp,jkbpo->boxqk", hx, mixed)
+        return jnp.einsum("boxqk,qky->bxyo", b, hy)
 
     def __call__(self, v: Float[Array, "in_channels n1 n2"]) -> Float[Array, "out_channels n1 n2"]:
         """The layer on one multi-channel field of shape `(in_channels, n1, n2)`."""
