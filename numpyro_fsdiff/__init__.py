@@ -39,4 +39,13 @@ from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
 
+from . import data as data
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._pretrained import pretrained as pretrained
+from ._training import TrainingDivergedError as TrainingDivergedError
+from ._training import TrainResult as TrainResult
+from ._training import heldout_loss as heldout_loss
+from ._training import train as train
+
 __version__ = importlib.metadata.version("numpyro_fsdiff")

@@ -18,6 +18,12 @@ def _add_invert_parser(commands) -> None:
     add_parser(commands)
 
 
+def _add_train_parsers(commands) -> None:
+    from ._train_command import add_parsers
+
+    add_parsers(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -31,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    _add_train_parsers(commands)
     _add_invert_parser(commands)
     return parser
 

@@ -157,8 +157,9 @@ def test_mixture_score_is_q_times_autodiff_gradient(x64, key):
     for t in (0.05, 0.3, 0.9):
         xt, _ = sde.perturb(jax.random.fold_in(key, 1), x, t, grid=grid)
         expected = sde.covariance.apply(grad(xt, t), grid) / grid.cell_area  # Q_pixel @ grad
-        np.testing.assert_allclose(jax.vmap(score, (0, None))(xt, t), expected, rtol=1e-9,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            jax.vmap(score, (0, None))(xt, t), expected, rtol=1e-9, atol=1e-9
+        )
         r = jax.vmap(score.responsibilities, (0, None))(xt, t)
         np.testing.assert_allclose(r.sum(-1), 1.0, rtol=1e-12)
 
@@ -186,8 +187,9 @@ def test_mixture_samples_and_resolution_consistency(key):
     std = float(jnp.sqrt(mixture.covariance.trace(grid) / grid.area))
     assert float(jnp.max(jnp.abs(plus - mu))) < 5 * std / np.sqrt(num / 2)
     # The band-limited mean is the same function on every grid.
-    np.testing.assert_allclose(resample(mixture.means_on(Grid((32, 32))), (16, 16)),
-                               mixture.means_on(grid), atol=1e-6)
+    np.testing.assert_allclose(
+        resample(mixture.means_on(Grid((32, 32))), (16, 16)), mixture.means_on(grid), atol=1e-6
+    )
     with pytest.raises(ValueError, match="`weights`"):
         GaussianMixture(jnp.zeros((2, 4, 4)), mixture.covariance, weights=[1.0, -1.0])
     with pytest.raises(ValueError, match="`means`"):

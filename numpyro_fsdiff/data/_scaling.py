@@ -32,9 +32,7 @@ class PixelScaling(eqx.Module):
         r"""Model-space values $x = (u - c) / s$ of pixel intensities $u$."""
         return (jnp.asarray(u) - self.shift) / self.scale
 
-    def to_pixels(
-        self, x: Float[Array, "..."], clip: bool = True
-    ) -> Float[Array, "..."]:
+    def to_pixels(self, x: Float[Array, "..."], clip: bool = True) -> Float[Array, "..."]:
         r"""Pixel intensities $u = c + s x$, clipped to $[0, 1]$ unless `clip=False`."""
         u = self.shift + self.scale * jnp.asarray(x)
         return jnp.clip(u, 0.0, 1.0) if clip else u

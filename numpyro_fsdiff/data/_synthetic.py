@@ -118,9 +118,7 @@ class GaussianMixture(eqx.Module):
         """
         num = _check_num(num)
         component_key, noise_key = jax.random.split(key)
-        components = jax.random.choice(
-            component_key, self.weights.shape[0], (num,), p=self.weights
-        )
+        components = jax.random.choice(component_key, self.weights.shape[0], (num,), p=self.weights)
         noise = self.covariance.sample(noise_key, grid, (num,))
         return self.means_on(grid)[components] + noise, components
 
@@ -130,7 +128,8 @@ class GaussianMixture(eqx.Module):
 
 
 class GaussianMixtureScore(eqx.Module):
-    r"""The exact Q-preconditioned score of a [`GaussianMixture`][numpyro_fsdiff.data.GaussianMixture].
+    r"""The exact Q-preconditioned score of a
+    [`GaussianMixture`][numpyro_fsdiff.data.GaussianMixture].
 
     Under the VP-SDE, component $i$ is carried to $N(m_t\mu_i, \Sigma_t)$ with
     $\Sigma_t = m_t^2 C + \sigma_t^2 Q$ (eigenvalues $m_t^2 c_k + \sigma_t^2 q_k$), so

@@ -1,0 +1,364 @@
+r"""Checkpoints: a JSON file of hyperparameters beside Equinox leaf serialisations.
+
+A checkpoint is a folder:
+
+- `checkpoint.json`: the network class and its `config`, the covariance (class and
+  parameters), the SDE parameters, the domain, the data scaling, the training configuration
+  and history, metrics, and the names of the leaf files below;
+- `model-<step>.eqx`: the leaves of the network that is loaded (the EMA weights after training);
+- `state-<step>.eqx` (training checkpoints only): the raw weights, their EMA and the optimiser
+  state, from which [`train`][numpyro_fsdiff.train] resumes exactly.
+
+Every file is written atomically (temporary file, then rename) and the JSON is written last:
+it only ever names leaf files that are complete, so an interrupted write leaves the previous
+checkpoint valid. Leaf files no longer named are removed afterwards.
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import covariance as covariance_module
+from ._covariance import AbstractCovariance
+from ._custom_types import Array, Float
+from ._grid import Grid
+from ._io import atomic_path, write_bytes, write_text
+from ._loss import NoisePredictionScore
+from ._sde import VPSDE
+from .data._scaling import PixelScaling
+
+FORMAT = "numpyro_fsdiff.checkpoint"
+VERSION = 1
+JSON_NAME = "checkpoint.json"
+
+
+def _to_json_value(value):
+    if isinstance(value, AbstractCovariance):
+        return covariance_to_config(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
+
+
+def covariance_to_config(covariance: AbstractCovariance) -> dict:
+    """A JSON-able `{"class": name, "params": {...}}` description of a covariance operator.
+
+    The class must live in [`numpyro_fsdiff.covariance`][] and take its fields as keyword
+    arguments (all the operators there do); nested operators (`Combined`) recurse.
+    """
+    name = type(covariance).__name__
+    if getattr(covariance_module, name, None) is not type(covariance):
+        raise ValueError(
+            f"`covariance` must be one of the operators of numpyro_fsdiff.covariance to be "
+            f"saved; got {type(covariance).__qualname__}."
+        )
+    params = {
+        f.name: _to_json_value(getattr(covariance, f.name)) for f in dataclasses.fields(covariance)
+    }
+    return {"class": name, "params": params}
+
+
+def covariance_from_config(config: dict) -> AbstractCovariance:
+    """Rebuild a covariance operator from [`covariance_to_config`][]'s description."""
+    try:
+        name, params = config["class"], dict(config["params"])
+    except (KeyError, TypeError):
+        raise ValueError(f"`config` must hold 'class' and 'params'; got {config!r}.") from None
+    cls = getattr(covariance_module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, AbstractCovariance)):
+        raise ValueError(f"unknown covariance class {name!r} in checkpoint.")
+    for k, v in params.items():
+        if isinstance(v, dict) and "class" in v:
+            params[k] = covariance_from_config(v)
+    return cls(**params)
+
+
+def sde_to_config(sde: VPSDE) -> dict:
+    """The JSON-able parameters of a [`VPSDE`][numpyro_fsdiff.VPSDE] (its covariance apart)."""
+    return {
+        "beta_min": float(sde.beta_min),
+        "beta_max": float(sde.beta_max),
+        "T": sde.T,
+        "trace_class": bool(sde.covariance.is_trace_class),
+    }
+
+
+def sde_from_config(config: dict, covariance: AbstractCovariance) -> VPSDE:
+    return VPSDE(
+        covariance,
+        beta_min=config["beta_min"],
+        beta_max=config["beta_max"],
+        T=config["T"],
+        allow_non_trace_class=not config.get("trace_class", True),
+    )
+
+
+def network_to_config(network) -> dict:
+    """`{"class": "module:QualName", "config": network.config}` for a network with `config`."""
+    config = getattr(network, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"`network` must have a `config` property (a JSON-able dict of its constructor "
+            f"arguments) to be saved; got {type(network).__qualname__}."
+        )
+    cls = type(network)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": network.config}
+
+
+def _network_class(spec: str, network_cls):
+    if network_cls is not None:
+        return network_cls
+    module_name, _, qualname = spec.partition(":")
+    if not (module_name == "numpyro_fsdiff" or module_name.startswith("numpyro_fsdiff.")):
+        raise ValueError(
+            f"the checkpoint's network class {spec!r} is outside numpyro_fsdiff; pass "
+            "`network_cls=` to load it."
+        )
+    obj = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_network(config: dict, network_cls=None):
+    """Rebuild the structure of a saved network (with fresh weights) from its JSON entry."""
+    cls = _network_class(config["class"], network_cls)
+    return cls(**config["config"], key=jax.random.key(0))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _serialise(path: Path, tree) -> None:
+    with atomic_path(path) as tmp:
+        eqx.tree_serialise_leaves(tmp, tree)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    network,
+    sde: VPSDE,
+    *,
+    scaling: PixelScaling | None = None,
+    lengths=(1.0, 1.0),
+    step: int = 0,
+    training: dict | None = None,
+    history: list | None = None,
+    metrics: dict | None = None,
+    state: Any = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint folder (see the module docstring for its layout).
+
+    **Arguments:**
+
+    - `path`: the folder (created if needed).
+    - `network`: the network to load later (the EMA weights), with a `config` property.
+    - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE]; its covariance is saved with it.
+    - `scaling`: the [`PixelScaling`][numpyro_fsdiff.data.PixelScaling] of the data, if any.
+    - `lengths`: the side lengths of the domain.
+    - `step`: the training step reached.
+    - `training`, `history`, `metrics`, `extra`: JSON-able records.
+    - `state`: a pytree of training state to resume from (written to `state-<step>.eqx`).
+
+    **Returns:** the folder.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model_name = f"model-{step:08d}.eqx"
+    _serialise(path / model_name, network)
+    state_name = None
+    if state is not None:
+        state_name = f"state-{step:08d}.eqx"
+        _serialise(path / state_name, state)
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(step),
+        "network": network_to_config(network),
+        "covariance": covariance_to_config(sde.covariance),
+        "sde": sde_to_config(sde),
+        "grid": {"lengths": [float(v) for v in lengths]},
+        "scaling": None
+        if scaling is None
+        else {"shift": float(scaling.shift), "scale": float(scaling.scale)},
+        "dtype": str(jnp.result_type(float)),
+        "training": training or {},
+        "history": history or [],
+        "metrics": metrics or {},
+        "files": {
+            "model": model_name,
+            "model_sha256": _sha256(path / model_name),
+            "state": state_name,
+            "state_sha256": None if state_name is None else _sha256(path / state_name),
+        },
+    }
+    if extra:
+        record.update(extra)
+    write_text(path / JSON_NAME, json.dumps(record, indent=1) + "\n")
+    keep = {model_name, state_name}
+    for old in list(path.glob("model-*.eqx")) + list(path.glob("state-*.eqx")):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON record of the checkpoint folder `path` (or of the JSON file itself)."""
+    path = Path(path)
+    file = path / JSON_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: {file} does not exist.")
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: {err}.") from None
+    if record.get("format") != FORMAT:
+        raise ValueError(
+            f"{file} is not a numpyro_fsdiff checkpoint (format {record.get('format')!r})."
+        )
+    if record.get("version", 0) > VERSION:
+        raise ValueError(
+            f"{file} has version {record['version']}; this library reads <= {VERSION}."
+        )
+    return record
+
+
+def update_record(path: str | os.PathLike, **fields) -> dict:
+    """Replace top-level `fields` of the JSON record of checkpoint `path` (atomically)."""
+    folder = Path(path)
+    record = read_config(folder)
+    record.update(fields)
+    write_text(folder / JSON_NAME, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy the model of checkpoint `source` (no training state) into the folder `target`."""
+    source, target = Path(source), Path(target)
+    record = read_config(source)
+    model = _leaf_file(source, record, "model")
+    target.mkdir(parents=True, exist_ok=True)
+    write_bytes(target / "model.eqx", model.read_bytes())
+    record["files"] = {
+        "model": "model.eqx",
+        "model_sha256": record["files"]["model_sha256"],
+        "state": None,
+        "state_sha256": None,
+    }
+    write_text(target / JSON_NAME, json.dumps(record, indent=1) + "\n")
+    return target
+
+
+def _leaf_file(folder: Path, record: dict, kind: str) -> Path:
+    name = record["files"][kind]
+    file = folder / name
+    if not file.is_file():
+        raise FileNotFoundError(f"the checkpoint {folder} names {name}, which is missing.")
+    digest = record["files"].get(f"{kind}_sha256")
+    if digest is not None and _sha256(file) != digest:
+        raise ValueError(
+            f"{file} does not match the SHA-256 recorded in {JSON_NAME}; it is corrupt."
+        )
+    return file
+
+
+def load_state(path: str | os.PathLike, like):
+    """Deserialise the training state of checkpoint `path` into the structure `like`."""
+    folder = Path(path)
+    record = read_config(folder)
+    if record["files"].get("state") is None:
+        raise ValueError(f"the checkpoint {folder} holds no training state to resume from.")
+    return eqx.tree_deserialise_leaves(_leaf_file(folder, record, "state"), like), record
+
+
+class Checkpoint(eqx.Module):
+    r"""A loaded checkpoint: the trained network with its SDE, covariance and data scaling.
+
+    - `model`: the Q-preconditioned score $S_\theta(x, t) = -\varepsilon_\theta(x, t)/\sigma_t$
+      ([`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore] around the network),
+      callable on one field of any grid size and a scalar time.
+    - `network`: the noise predictor $\varepsilon_\theta$ itself (the EMA weights).
+    - `sde`, `covariance`: the [`VPSDE`][numpyro_fsdiff.VPSDE] and its $Q$.
+    - `scaling`: the [`PixelScaling`][numpyro_fsdiff.data.PixelScaling] between pixels and
+      model space.
+    - `lengths`: the side lengths of the domain the model was trained on.
+    - `config`: the checkpoint's JSON record (training history, metrics, ...).
+    """
+
+    network: Any
+    sde: VPSDE
+    scaling: PixelScaling
+    lengths: tuple[float, float] = eqx.field(static=True)
+    record: str = eqx.field(static=True)  # the JSON text: hashable, so the Module jits
+
+    @property
+    def config(self) -> dict:
+        """The checkpoint's JSON record as a dict (a fresh copy on each access)."""
+        return json.loads(self.record)
+
+    @property
+    def model(self) -> NoisePredictionScore:
+        return NoisePredictionScore(self.network, self.sde)
+
+    @property
+    def covariance(self) -> AbstractCovariance:
+        return self.sde.covariance
+
+    def grid(self, shape) -> Grid:
+        """The grid of `shape` on the training domain."""
+        return Grid(shape, self.lengths)
+
+    def to_pixels(self, x: Float[Array, "*batch n1 n2"], clip: bool = True):
+        r"""Model space to pixel intensities in $[0, 1]$: $u = c + s x$ (clipped)."""
+        return self.scaling.to_pixels(x, clip=clip)
+
+    def from_pixels(self, u: Float[Array, "*batch n1 n2"]):
+        r"""Pixel intensities in $[0, 1]$ to model space: $x = (u - c)/s$."""
+        return self.scaling.from_pixels(u)
+
+
+def load_checkpoint(path: str | os.PathLike, *, network_cls=None) -> Checkpoint:
+    """Load a checkpoint folder written by [`train`][numpyro_fsdiff.train] or `fsdiff train`.
+
+    **Arguments:**
+
+    - `path`: the checkpoint folder (or its `checkpoint.json`).
+    - `network_cls`: the network class, needed only if it lives outside numpyro_fsdiff.
+
+    **Returns:** a [`Checkpoint`][numpyro_fsdiff.Checkpoint]; `.model` is the score.
+
+    **Raises:** `FileNotFoundError` if the folder or a file it names is missing;
+    `ValueError` if the JSON is malformed or a leaf file is corrupt.
+
+    !!! example
+
+        ```python
+        ckpt = numpyro_fsdiff.load_checkpoint("runs/mnist")
+        score = ckpt.model            # S(x, t) on one field of any size
+        pixels = ckpt.to_pixels(x)    # in [0, 1]
+        ```
+    """
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    record = read_config(folder)
+    covariance = covariance_from_config(record["covariance"])
+    sde = sde_from_config(record["sde"], covariance)
+    skeleton = build_network(record["network"], network_cls)
+    network = eqx.tree_deserialise_leaves(_leaf_file(folder, record, "model"), skeleton)
+    scaling = record.get("scaling")
+    scaling = PixelScaling() if scaling is None else PixelScaling(**scaling)
+    lengths = tuple(record.get("grid", {}).get("lengths", (1.0, 1.0)))
+    return Checkpoint(network, sde, scaling, lengths, json.dumps(record))

@@ -1,0 +1,43 @@
+"""Pretrained checkpoints shipped with the package."""
+
+import importlib.resources
+
+from ._checkpoint import Checkpoint, load_checkpoint
+
+PRETRAINED = ("mnist", "fashion-mnist")
+"""The names accepted by [`pretrained`][numpyro_fsdiff.pretrained]."""
+
+
+def pretrained(name: str) -> Checkpoint:
+    """Load a pretrained FNO score model shipped in `numpyro_fsdiff/weights/<name>/`.
+
+    Each was trained with `fsdiff train` on these CPUs, coarse to fine (14 x 14 then
+    28 x 28); its `MODEL_CARD.md` gives the exact command, the data, the wall time and the
+    held-out DSM loss at 14, 28 and 56. The result is the same object as
+    [`load_checkpoint`][numpyro_fsdiff.load_checkpoint] returns.
+
+    **Arguments:**
+
+    - `name`: `"mnist"` or `"fashion-mnist"`.
+
+    **Returns:** a [`Checkpoint`][numpyro_fsdiff.Checkpoint]: `.model` is the score
+    $S_\\theta(x, t)$ on one field of any grid size, `.sde`, `.covariance`, `.config`,
+    `.to_pixels(x)` / `.from_pixels(u)`.
+
+    !!! example
+
+        ```python
+        ckpt = numpyro_fsdiff.pretrained("mnist")
+        grid = ckpt.grid((56, 56))
+        score = ckpt.model   # S(x, t) on (56, 56) fields
+        ```
+    """
+    if name not in PRETRAINED:
+        raise ValueError(f"`name` must be one of {PRETRAINED}; got {name!r}.")
+    resource = importlib.resources.files("numpyro_fsdiff") / "weights" / name
+    with importlib.resources.as_file(resource) as folder:
+        if not (folder / "checkpoint.json").is_file():
+            raise FileNotFoundError(
+                f"the pretrained weights {name!r} are not installed (looked in {folder})."
+            )
+        return load_checkpoint(folder)

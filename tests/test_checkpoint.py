@@ -1,0 +1,134 @@
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from numpyro_fsdiff import VPSDE, Grid, NoisePredictionScore, load_checkpoint
+from numpyro_fsdiff._checkpoint import (
+    covariance_from_config,
+    covariance_to_config,
+    export_checkpoint,
+    save_checkpoint,
+)
+from numpyro_fsdiff.covariance import Combined, LaplacianPower, Matern, WhiteNoise
+from numpyro_fsdiff.data import PixelScaling
+from numpyro_fsdiff.nn import FNO
+
+
+def tiny_fno(seed=0):
+    return FNO(
+        modes=3, width=4, depth=1, projection_dim=8, embedding_dim=8, key=jax.random.key(seed)
+    )
+
+
+def leaves_equal(a, b):
+    la = jax.tree.leaves(eqx.filter(a, eqx.is_array))
+    lb = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    return len(la) == len(lb) and all(
+        x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)
+    )
+
+
+@pytest.mark.parametrize(
+    "covariance",
+    [
+        Matern(1.5, 10.0, 0.123456789),
+        LaplacianPower(2.0, 0.7),
+        LaplacianPower(1.5, 2.0, constant_mode=0.3),
+        WhiteNoise(0.25),
+        Combined(Matern(2.0, 3.0, 1.0), LaplacianPower(1.2, 0.1)),
+    ],
+)
+def test_covariance_config_round_trip(covariance):
+    config = json.loads(json.dumps(covariance_to_config(covariance)))
+    rebuilt = covariance_from_config(config)
+    assert type(rebuilt) is type(covariance)
+    grid = Grid((9, 8))
+    assert np.array_equal(rebuilt.eigenvalues(grid), covariance.eigenvalues(grid))
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, key):
+    # Weights that are not the initial ones of any seed: a round trip cannot pass by rebuilding.
+    network = jax.tree.map(
+        lambda x: x * 1.2345 + 1e-3 if eqx.is_inexact_array(x) else x, tiny_fno(3)
+    )
+    sde = VPSDE(Matern(1.5, 10.0, 0.37), beta_min=0.2, beta_max=15.0)
+    scaling = PixelScaling(0.25, 0.75)
+    save_checkpoint(
+        tmp_path / "ck",
+        network,
+        sde,
+        scaling=scaling,
+        lengths=(2.0, 1.0),
+        step=7,
+        history=[{"step": 7, "loss": 0.5}],
+        metrics={"a": 1.0},
+    )
+    ckpt = load_checkpoint(tmp_path / "ck")
+    assert leaves_equal(ckpt.network, network)
+    assert ckpt.network.config == network.config
+    assert float(ckpt.sde.beta_min) == float(sde.beta_min) and ckpt.sde.T == sde.T
+    assert np.array_equal(
+        ckpt.covariance.eigenvalues(Grid((5, 6))), sde.covariance.eigenvalues(Grid((5, 6)))
+    )
+    assert ckpt.lengths == (2.0, 1.0)
+    assert ckpt.config["step"] == 7 and ckpt.config["metrics"] == {"a": 1.0}
+    # The score is S = -eps / sigma_t and runs on any grid, odd sizes included.
+    score = eqx.filter_jit(lambda s, x: s(x, 0.3))
+    for shape in [(8, 8), (13, 10)]:
+        x = jax.random.normal(key, shape)
+        expected = score(NoisePredictionScore(network, sde), x)
+        assert np.array_equal(score(ckpt.model, x), expected)
+    u = jnp.linspace(0, 1, 16).reshape(4, 4)
+    np.testing.assert_allclose(ckpt.to_pixels(ckpt.from_pixels(u)), u, atol=1e-6)
+    # Exporting keeps the model only, still bit-exact.
+    export_checkpoint(tmp_path / "ck", tmp_path / "export")
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
+        "checkpoint.json",
+        "model.eqx",
+    ]
+    assert leaves_equal(load_checkpoint(tmp_path / "export").network, network)
+    # A checkpoint goes through jit as a pytree (its JSON record is static and hashable).
+    assert float(eqx.filter_jit(lambda c: c.sde.beta_max)(ckpt)) == 15.0
+
+
+def test_checkpoint_errors(tmp_path):
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+
+    class NoConfig(eqx.Module):
+        w: jax.Array
+
+        def __call__(self, x, t):
+            return self.w * x
+
+    with pytest.raises(ValueError, match="`config`"):
+        save_checkpoint(tmp_path / "a", NoConfig(jnp.ones(())), sde)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+    save_checkpoint(tmp_path / "b", tiny_fno(), sde)
+    (model,) = (tmp_path / "b").glob("model-*.eqx")
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(tmp_path / "b")
+    model.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_checkpoint(tmp_path / "b")
+    record = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    record["network"]["class"] = "os.path:join"
+    (tmp_path / "b" / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="network_cls"):
+        load_checkpoint(tmp_path / "b")
+
+
+def test_rewrite_keeps_only_named_leaf_files(tmp_path):
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, tiny_fno(step), sde, step=step, state={"s": jnp.ones(2) * step})
+    names = sorted(p.name for p in tmp_path.glob("*.eqx"))
+    assert names == ["model-00000003.eqx", "state-00000003.eqx"]
+    assert leaves_equal(load_checkpoint(tmp_path).network, tiny_fno(3))
