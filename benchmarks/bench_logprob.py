@@ -77,7 +77,11 @@ def cost_part(args):
         x = Matern(2.5, 4.0, 3.0).sample(jax.random.key(n), grid)
         for score_name in args.scores:
             if score_name == "gaussian":
-                score, sde, label = fs.GaussianScore(Matern(2.5, 4.0, 3.0), gaussian_sde, grid), gaussian_sde, "GaussianScore"
+                score, sde, label = (
+                    fs.GaussianScore(Matern(2.5, 4.0, 3.0), gaussian_sde, grid),
+                    gaussian_sde,
+                    "GaussianScore",
+                )
                 options = {}
             else:
                 score, sde, label = fno, fno_sde, fno_label
@@ -91,7 +95,12 @@ def cost_part(args):
                 if divergence == "exact" and n * n > 1024:
                     kwargs["divergence"] = fs.ExactDivergence(chunk_size=256)
                 prior = fs.DiffusionPrior(score, sde, grid, **kwargs)
-                row = dict(score=label, n=n, divergence=divergence, options=str(options or "tsit5 adaptive 1e-5"))
+                row = dict(
+                    score=label,
+                    n=n,
+                    divergence=divergence,
+                    options=str(options or "tsit5 adaptive 1e-5"),
+                )
                 value = timed(log_prob, prior, x, repeats=args.repeats)
                 row["log_prob"] = value
                 row["value"] = float(log_prob(prior, x))
@@ -134,7 +143,10 @@ def nuts_part(args):
             likelihood(numpyro.sample("x", prior))
 
     rows = []
-    for name, model in (("latent (TransformReparam)", in_latent), ("log_prob (exact divergence)", on_log_prob)):
+    for name, model in (
+        ("latent (TransformReparam)", in_latent),
+        ("log_prob (exact divergence)", on_log_prob),
+    ):
         mcmc = MCMC(
             NUTS(model, dense_mass=args.dense_mass),
             num_warmup=args.num_warmup,
@@ -171,6 +183,48 @@ def nuts_part(args):
     return rows
 
 
+def mnist_part(args):
+    """log_prob and log_prob_relative of MNIST test images with the pretrained checkpoint."""
+    import numpyro_fsdiff as fs
+    from numpyro_fsdiff.data import load_subset
+
+    ckpt = fs.pretrained("mnist")
+    images = load_subset().images[: args.num_images]
+    fields28 = ckpt.from_pixels(jnp.asarray(images))
+    rows = []
+    for n in (28, 56):
+        grid = ckpt.grid((n, n))
+        fields = fs.resample(fields28, (n, n)) if n != 28 else fields28
+        noise = ckpt.covariance.sample(jax.random.key(5), grid, (args.num_images,))
+        prior = fs.DiffusionPrior(
+            ckpt.model,
+            ckpt.sde,
+            grid,
+            solver="heun",
+            steps=args.fno_steps,
+            divergence="hutchinson",
+            num_probes=args.num_probes,
+            key=jax.random.key(1),
+        )
+        both = jax.jit(lambda d, x: (d.log_prob(x), d.log_prob_relative(x)))
+        cost = timed(both, prior, fields[0], repeats=args.repeats)
+        values = [both(prior, x) for x in fields]
+        reference = [both(prior, x)[1] for x in noise]
+        row = dict(
+            n=n,
+            solver=f"heun, {args.fno_steps} steps",
+            divergence=f"hutchinson, {args.num_probes} probes",
+            cost_both=cost,
+            log_prob=[float(v[0]) for v in values],
+            log_prob_relative=[float(v[1]) for v in values],
+            labels=[int(v) for v in load_subset().labels[: args.num_images]],
+            log_prob_relative_of_Q_samples=[float(v) for v in reference],
+        )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def render(path_json: Path, path_md: Path):
     from numpyro_fsdiff._io import write_text
 
@@ -189,7 +243,9 @@ def render(path_json: Path, path_md: Path):
     ]
     for r in data.get("cost", []):
         if r.get("skipped"):
-            lines.append(f"| {r['score']} | {r['n']}x{r['n']} | {r['divergence']} | - | skipped (too slow on this CPU) | | |")
+            lines.append(
+                f"| {r['score']} | {r['n']}x{r['n']} | {r['divergence']} | - | skipped (too slow on this CPU) | | |"
+            )
             continue
         lines.append(
             f"| {r['score']} | {r['n']}x{r['n']} | {r['divergence']} | {r['options']} | "
@@ -210,6 +266,25 @@ def render(path_json: Path, path_md: Path):
                 f"{r['first_run_s']:.1f} | {r['run_s']:.1f} | {r['ess_min']:.0f} / {r['ess_median']:.0f} | "
                 f"{r['ess_min_per_s']:.2f} / {r['ess_median_per_s']:.2f} | {r['mean_leapfrog_steps']:.1f} |"
             )
+    if data.get("mnist"):
+        lines += [
+            "",
+            "## MNIST checkpoint: densities of test images at 28 x 28 and 56 x 56",
+            "",
+            "56 x 56 fields are the 28 x 28 test images (in model space) refined spectrally. "
+            "One evaluation computes both `log_prob` and `log_prob_relative` (two solves).",
+            "",
+            "| grid | solver | divergence | cost of both (s) | log_prob | log_prob_relative "
+            "(test images) | log_prob_relative (N(0, Q) samples) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in data["mnist"]:
+            fmt = lambda v: ", ".join(f"{x:.1f}" for x in v)  # noqa: E731
+            lines.append(
+                f"| {r['n']}x{r['n']} | {r['solver']} | {r['divergence']} | "
+                f"{r['cost_both']['median_s']:.2f} | {fmt(r['log_prob'])} | "
+                f"{fmt(r['log_prob_relative'])} | {fmt(r['log_prob_relative_of_Q_samples'])} |"
+            )
     if data.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in data["notes"]]
     write_text(path_md, "\n".join(lines) + "\n")
@@ -217,9 +292,15 @@ def render(path_json: Path, path_md: Path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["cost", "nuts"], choices=["cost", "nuts"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["cost", "nuts"], choices=["cost", "nuts", "mnist"]
+    )
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--num-probes", type=int, default=4)
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 28, 56])
-    parser.add_argument("--scores", nargs="+", default=["gaussian", "fno"], choices=["gaussian", "fno"])
+    parser.add_argument(
+        "--scores", nargs="+", default=["gaussian", "fno"], choices=["gaussian", "fno"]
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fno-steps", type=int, default=16)
     parser.add_argument("--fno-exact-max", type=int, default=16)
@@ -243,6 +324,9 @@ def main(argv=None):
         write_text(args.out, json.dumps(data, indent=1))
     if "nuts" in args.parts:
         data["nuts"] = nuts_part(args)
+        write_text(args.out, json.dumps(data, indent=1))
+    if "mnist" in args.parts:
+        data["mnist"] = mnist_part(args)
         write_text(args.out, json.dumps(data, indent=1))
     render(args.out, args.out.with_suffix(".md"))
 

@@ -30,7 +30,9 @@ def _field_names(samples: Mapping[str, np.ndarray], fields) -> list[str]:
     fields = [fields] if isinstance(fields, str) else list(fields)
     for name in fields:
         if name not in samples:
-            raise ValueError(f"`fields` names a site {name!r} that is not in the samples {sorted(samples)}.")
+            raise ValueError(
+                f"`fields` names a site {name!r} that is not in the samples {sorted(samples)}."
+            )
         if np.ndim(samples[name]) < 4:
             raise ValueError(
                 f"`fields` site {name!r} must have at least two field axes per draw; got draws of "
@@ -101,7 +103,9 @@ def to_datatree(
     posterior = data["posterior"].to_dataset()
     for name in names:
         value = samples[name]
-        field_grid = grid if grid is not None and value.shape[-2:] == grid.shape else Grid(value.shape[-2:])
+        field_grid = (
+            grid if grid is not None and value.shape[-2:] == grid.shape else Grid(value.shape[-2:])
+        )
         fns = summaries if field_grid is grid else default_summaries(field_grid)
         for key, fn in fns.items():
             flat = jnp.reshape(value, (-1,) + value.shape[-2:])
@@ -121,7 +125,9 @@ def _bfmi(energy: np.ndarray) -> np.ndarray:
     )
 
 
-def summarize(data, *, var_names: Sequence[str] | None = None, rhat_threshold: float = 1.01) -> dict:
+def summarize(
+    data, *, var_names: Sequence[str] | None = None, rhat_threshold: float = 1.01
+) -> dict:
     r"""Convergence summary of fields and scalars in an ArviZ `DataTree`.
 
     For each posterior variable (default: all): the worst R-hat (rank-normalised split R-hat,
@@ -140,7 +146,10 @@ def summarize(data, *, var_names: Sequence[str] | None = None, rhat_threshold: f
     names = list(posterior.data_vars) if var_names is None else list(var_names)
     for name in names:
         if name not in posterior.data_vars:
-            raise ValueError(f"`var_names` names {name!r}, not a posterior variable of {sorted(posterior.data_vars)}.")
+            raise ValueError(
+                f"`var_names` names {name!r}, not a posterior variable of "
+                f"{sorted(posterior.data_vars)}."
+            )
     rhat = az.rhat(data, var_names=names)
     bulk = az.ess(data, var_names=names, method="bulk")
     tail = az.ess(data, var_names=names, method="tail")
@@ -220,11 +229,14 @@ def plot_field_posterior(
 
     posterior = data["posterior"]
     if var_name not in posterior.data_vars:
-        raise ValueError(f"`var_name` {var_name!r} is not a posterior variable of {sorted(posterior.data_vars)}.")
+        raise ValueError(
+            f"`var_name` {var_name!r} is not a posterior variable of {sorted(posterior.data_vars)}."
+        )
     values = np.asarray(posterior[var_name].values)
     if values.ndim != 4:
         raise ValueError(
-            f"`var_name` {var_name!r} must be a field (chain, draw, n1, n2); got shape {values.shape}."
+            f"`var_name` {var_name!r} must be a field (chain, draw, n1, n2); got shape "
+            f"{values.shape}."
         )
     flat = values.reshape((-1,) + values.shape[2:])
     panels = [("posterior mean", flat.mean(0)), ("posterior std", flat.std(0))]

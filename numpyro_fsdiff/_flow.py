@@ -9,13 +9,11 @@ from ._grid import Grid
 from ._likelihood import (
     AbstractDivergence,
     ProbabilityFlowODE,
-    Score,
     batched,
     join_arrays,
     resolve_divergence,
     split_arrays,
 )
-from ._sde import VPSDE
 from ._validation import check_field_shape
 
 
@@ -138,7 +136,7 @@ class ProbabilityFlow(Transform):
         return batched(lambda u: ode.to_latent(u, with_divergence=False).x, x)
 
     def call_with_intermediates(self, z):
-        """`(x, log|det dx/dz|)` from one solve of state and divergence from $T$ to $t_\\varepsilon$."""
+        r"""`(x, log|det dx/dz|)` from one solve of state and divergence, $T \to t_\varepsilon$."""
         check_field_shape("z", z, self.grid.shape)
         ode = self.ode
 
@@ -149,7 +147,7 @@ class ProbabilityFlow(Transform):
         return batched(one, z)
 
     def log_abs_det_jacobian(self, z, x, intermediates=None) -> Float[Array, "*batch"]:
-        r"""$\log\lvert\det \partial x / \partial z\rvert$, integrated along the path through `x`."""
+        r"""$\log\lvert\det \partial x / \partial z\rvert$, integrated along the path of `x`."""
         if intermediates is not None:
             return intermediates
         check_field_shape("x", x, self.grid.shape)
@@ -160,7 +158,8 @@ class ProbabilityFlow(Transform):
         return (self._arrays,), (("_arrays",), {"_static": self._static})
 
     def eq(self, other, static: bool = False):
-        return isinstance(other, ProbabilityFlow) and self._static == other._static and (
-            self._arrays is other._arrays
+        return (
+            isinstance(other, ProbabilityFlow)
+            and self._static == other._static
+            and (self._arrays is other._arrays)
         )
-

@@ -1,8 +1,9 @@
 r"""Log-densities by the probability-flow ODE and the instantaneous change of variables.
 
-Everything here rests on one Diffrax solve, [`ProbabilityFlowODE.solve`][numpyro_fsdiff.ProbabilityFlowODE.solve],
-of the probability-flow ODE $\dot X_t = f(X_t, t) = -\tfrac12\beta(t)[X_t + S(X_t, t)]$ (the
-vector field is [`VPSDE.probability_flow`][numpyro_fsdiff.VPSDE.probability_flow]), optionally
+Everything here rests on one Diffrax solve,
+[`ProbabilityFlowODE.solve`][numpyro_fsdiff.ProbabilityFlowODE.solve], of the
+probability-flow ODE $\dot X_t = f(X_t, t) = -\tfrac12\beta(t)[X_t + S(X_t, t)]$ (the vector
+field is [`VPSDE.probability_flow`][numpyro_fsdiff.VPSDE.probability_flow]), optionally
 augmented with two scalar integrals
 
 $$\Delta_{\mathrm{leb}} = \int_{t_0}^{t_1} \operatorname{div} f(X_t, t)\,\mathrm{d}t, \qquad
@@ -38,8 +39,8 @@ DEFAULT_TOLERANCE = 1e-5
 
 
 class AbstractDivergence(eqx.Module):
-    r"""A rule for the divergence $\operatorname{div} F(x) = \operatorname{tr} \partial F/\partial x$
-    of a map $F: \mathbb{R}^{n_1 \times n_2} \to \mathbb{R}^{n_1 \times n_2}$ (pixel coordinates)."""
+    r"""A rule for the divergence $\operatorname{div} F = \operatorname{tr}\,\partial F/\partial x$
+    of a map $F: \mathbb{R}^{n_1 \times n_2} \to \mathbb{R}^{n_1 \times n_2}$ (pixels)."""
 
     @abc.abstractmethod
     def __call__(self, fn: Callable[[Field], Field], x: Field) -> tuple[Field, Scalar]:
@@ -116,7 +117,9 @@ class HutchinsonDivergence(AbstractDivergence):
         """`num_probes` Rademacher probes of a field `shape`, drawn once from `key`."""
         if not isinstance(num_probes, int) or num_probes < 1:
             raise ValueError(f"`num_probes` must be an int >= 1; got {num_probes!r}.")
-        probes = jax.random.rademacher(key, (num_probes,) + tuple(shape), dtype=jnp.result_type(float))
+        probes = jax.random.rademacher(
+            key, (num_probes,) + tuple(shape), dtype=jnp.result_type(float)
+        )
         return cls(probes)
 
     def __call__(self, fn: Callable[[Field], Field], x: Field) -> tuple[Field, Scalar]:
@@ -227,7 +230,9 @@ class ProbabilityFlowODE(eqx.Module):
         if not isinstance(grid, Grid):
             raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
         solver = resolve_solver(solver, kind="ode")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+        ):
             raise ValueError(f"`steps` must be an int >= 1 or None; got {steps!r}.")
         adaptive = rtol is not None or atol is not None or steps is None
         if adaptive:
@@ -288,7 +293,9 @@ class ProbabilityFlowODE(eqx.Module):
         quadratic = self.grid.inner(x, self.sde.covariance.inv_apply(f, self.grid))
         return f, div.astype(x.dtype), (div - quadratic).astype(x.dtype)
 
-    def solve(self, x: Field, t0: float, t1: float, *, with_divergence: bool = True) -> FlowSolution:
+    def solve(
+        self, x: Field, t0: float, t1: float, *, with_divergence: bool = True
+    ) -> FlowSolution:
         r"""Integrate the probability-flow ODE from $X_{t_0} = x$ to $t_1$ (either direction).
 
         **Arguments:**
@@ -301,7 +308,9 @@ class ProbabilityFlowODE(eqx.Module):
         **Returns:** a [`FlowSolution`][numpyro_fsdiff.FlowSolution].
         """
         if jnp.shape(x) != self.grid.shape:
-            raise ValueError(f"`x` must be one field of shape {self.grid.shape}; got {jnp.shape(x)}.")
+            raise ValueError(
+                f"`x` must be one field of shape {self.grid.shape}; got {jnp.shape(x)}."
+            )
         if with_divergence:
             zero = jnp.zeros((), jnp.result_type(x))
             term = diffrax.ODETerm(self._augmented)

@@ -142,7 +142,9 @@ class DiffusionPrior(dist.Distribution):
         if method not in ("ode", "sde", "pc"):
             raise ValueError(f"`method` must be 'ode', 'sde' or 'pc'; got {method!r}.")
         if method == "ode":
-            density = dict(solver="tsit5" if solver is None else solver, steps=steps, rtol=rtol, atol=atol)
+            density = dict(
+                solver="tsit5" if solver is None else solver, steps=steps, rtol=rtol, atol=atol
+            )
         else:
             density = dict(
                 solver="tsit5" if density_solver is None else density_solver,

@@ -9,8 +9,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_fsdiff import GaussianField, Grid, VPSDE
-from numpyro_fsdiff import diagnostics
+from numpyro_fsdiff import GaussianField, Grid, diagnostics
 from numpyro_fsdiff.covariance import Matern
 
 
@@ -18,7 +17,6 @@ from numpyro_fsdiff.covariance import Matern
 def run():
     grid = Grid((4, 6), lengths=(1.0, 2.0))
     q = Matern(alpha=1.5, tau=2.0)
-    sde = VPSDE(q)
     # a field prior and a deterministic field site; the DiffusionPrior case is run by
     # test_prior.py::test_nuts_on_log_prob_recovers_the_exact_posterior
     prior = GaussianField(q, grid)
@@ -30,7 +28,11 @@ def run():
         numpyro.sample("y", dist.Normal(x, 0.3).to_event(2), obs=y)
 
     mcmc = MCMC(
-        NUTS(model), num_warmup=50, num_samples=80, num_chains=2, chain_method="sequential",
+        NUTS(model),
+        num_warmup=50,
+        num_samples=80,
+        num_chains=2,
+        chain_method="sequential",
         progress_bar=False,
     )
     mcmc.run(jax.random.key(0), extra_fields=("energy", "diverging"))
@@ -47,10 +49,13 @@ def test_datatree_has_image_dims_and_summaries(run):
     samples = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
     np.testing.assert_array_equal(x.values, samples)
     # the summaries are quadratures: spatial mean (1/|D|) int u and L2(D) norm
-    np.testing.assert_allclose(data["posterior"]["x_mean"].values, samples.mean(axis=(-2, -1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        data["posterior"]["x_mean"].values, samples.mean(axis=(-2, -1)), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(
         data["posterior"]["x_norm"].values,
-        np.sqrt(np.sum(samples**2, axis=(-2, -1)) * grid.cell_area), rtol=1e-5,
+        np.sqrt(np.sum(samples**2, axis=(-2, -1)) * grid.cell_area),
+        rtol=1e-5,
     )
     assert data["posterior"]["x_mean"].dims == ("chain", "draw")
 
@@ -62,14 +67,14 @@ def test_summary_matches_arviz_and_the_bfmi_formula(run, tmp_path):
     x = summary["variables"]["x"]
     assert x["size"] == grid.size
     np.testing.assert_allclose(x["ess_bulk_min"], float(az.ess(data, var_names=["x"])["x"].min()))
-    np.testing.assert_allclose(
-        x["rhat_max"], float(az.rhat(data, var_names=["x"])["x"].max())
-    )
+    np.testing.assert_allclose(x["rhat_max"], float(az.rhat(data, var_names=["x"])["x"].max()))
     assert 1.0 - 0.05 < x["rhat_max"] < 1.2 and x["ess_tail_min"] > 10
     energy = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["energy"], np.float64)
     for chain, value in enumerate(summary["bfmi"]):
         e = energy[chain]
-        np.testing.assert_allclose(value, np.sum(np.diff(e) ** 2) / np.sum((e - e.mean()) ** 2), rtol=1e-10)
+        np.testing.assert_allclose(
+            value, np.sum(np.diff(e) ** 2) / np.sum((e - e.mean()) ** 2), rtol=1e-10
+        )
     np.testing.assert_allclose(summary["bfmi"], az.bfmi(data)["energy"].values, rtol=1e-4)
     diverging = mcmc.get_extra_fields(group_by_chain=True)["diverging"]
     assert summary["divergences"] == int(np.sum(diverging))
@@ -77,7 +82,9 @@ def test_summary_matches_arviz_and_the_bfmi_formula(run, tmp_path):
     table = diagnostics.format_summary(summary)
     assert "| x | 24 |" in table and "x_base_norm" in table
     # image panels, written atomically (no temporary file left behind)
-    path = diagnostics.plot_field_posterior(data, "x", tmp_path / "panels.png", truth=np.zeros(grid.shape))
+    path = diagnostics.plot_field_posterior(
+        data, "x", tmp_path / "panels.png", truth=np.zeros(grid.shape)
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["panels.png"]
 

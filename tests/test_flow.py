@@ -8,12 +8,12 @@ import numpyro.distributions as dist
 import pytest
 
 from numpyro_fsdiff import (
+    VPSDE,
     DiffusionPrior,
     GaussianField,
     GaussianScore,
     Grid,
     ProbabilityFlow,
-    VPSDE,
 )
 from numpyro_fsdiff.covariance import Matern
 
@@ -43,7 +43,9 @@ def test_inverse_of_forward_and_dense_log_det(x64, key):
     assert abs(log_det_dense) > 1.0  # the flow is far from volume-preserving here
     # for the Gaussian case the flow is the Fourier multiplier sqrt(s_k / q_k) (linear, exact)
     s = q.eigenvalues(grid) * score.marginal_eigenvalues(1e-3) / score.marginal_eigenvalues(sde.T)
-    np.testing.assert_allclose(log_det_dense, 0.5 * np.sum(np.log(s / q.eigenvalues(grid))), atol=1e-7)
+    np.testing.assert_allclose(
+        log_det_dense, 0.5 * np.sum(np.log(s / q.eigenvalues(grid))), atol=1e-7
+    )
 
 
 def test_transformed_distribution_is_the_diffusion_prior(x64, key):
@@ -58,7 +60,9 @@ def test_transformed_distribution_is_the_diffusion_prior(x64, key):
 
 @pytest.mark.slow
 def test_pytree_and_forward_mode_adjoint(x64, key):
-    grid, q, c, sde, score, flow = setup((4, 4), solver="heun", steps=20, adjoint=diffrax.DirectAdjoint())
+    grid, q, c, sde, score, flow = setup(
+        (4, 4), solver="heun", steps=20, adjoint=diffrax.DirectAdjoint()
+    )
     z = q.sample(key, grid)
     leaves, treedef = jax.tree.flatten(flow)
     rebuilt = jax.tree.unflatten(treedef, leaves)

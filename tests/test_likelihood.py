@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_fsdiff import GaussianField, GaussianScore, Grid, VPSDE
+from numpyro_fsdiff import VPSDE, GaussianField, GaussianScore, Grid
 from numpyro_fsdiff._covariance import AbstractCovariance
 from numpyro_fsdiff._likelihood import (
     ExactDivergence,
@@ -49,7 +49,9 @@ def gaussian_log_density(x, spectrum, grid):
     x = np.asarray(x, dtype=np.float64)
     mu = np.asarray(spectrum, dtype=np.float64) / grid.cell_area
     coeffs = np.fft.fft2(x, norm="ortho")
-    return -0.5 * (np.sum(np.abs(coeffs) ** 2 / mu) + np.sum(np.log(mu)) + x.size * np.log(2 * np.pi))
+    return -0.5 * (
+        np.sum(np.abs(coeffs) ** 2 / mu) + np.sum(np.log(mu)) + x.size * np.log(2 * np.pi)
+    )
 
 
 def pushforward_spectrum(score, sde, t_eps):
@@ -133,16 +135,16 @@ def test_log_prob_relative_is_stable_under_refinement(x64, key):
         ode = ProbabilityFlowODE(score, sde, grid, rtol=1e-6, atol=1e-6)
         values[grid.shape] = densities(ode, x)[1]
         s = pushforward_spectrum(score, sde, ode.t_eps)
-        exact = gaussian_log_density(x, s, grid) - gaussian_log_density(x, q.eigenvalues(grid), grid)
+        exact = gaussian_log_density(x, s, grid) - gaussian_log_density(
+            x, q.eigenvalues(grid), grid
+        )
         exacts[grid.shape] = exact
         np.testing.assert_allclose(values[grid.shape], exact, atol=5e-5)  # rtol 1e-6 solves
     np.testing.assert_allclose(exacts[(16, 16)], exacts[(32, 32)], atol=1e-9)
     np.testing.assert_allclose(values[(16, 16)], values[(32, 32)], atol=5e-5)
     assert abs(values[(16, 16)]) > 0.1  # C and Q really differ on the low modes
     # the Lebesgue densities themselves differ by far more (they live on R^256 and R^1024)
-    lebesgue = [
-        GaussianField(q, g).log_prob(u) for g, u in ((coarse, x_coarse), (fine, x_fine))
-    ]
+    lebesgue = [GaussianField(q, g).log_prob(u) for g, u in ((coarse, x_coarse), (fine, x_fine))]
     assert abs(lebesgue[0] - lebesgue[1]) > 100.0
 
 
@@ -156,7 +158,9 @@ def test_hutchinson_log_prob_is_unbiased(x64, key):
 
     @eqx.filter_jit
     def one(p):
-        ode = ProbabilityFlowODE(score, sde, grid, rtol=1e-8, atol=1e-8, divergence=HutchinsonDivergence(p))
+        ode = ProbabilityFlowODE(
+            score, sde, grid, rtol=1e-8, atol=1e-8, divergence=HutchinsonDivergence(p)
+        )
         return ode.log_prob(x)
 
     estimates = np.asarray(jax.lax.map(one, probes))
