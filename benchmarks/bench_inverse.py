@@ -225,7 +225,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--steps", type=int, default=200, help="DPS steps")
     parser.add_argument("--opt-steps", type=int, default=300, help="SVI/MAP steps")
-    parser.add_argument("--ode-steps", type=int, default=4)
+    parser.add_argument("--ode-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="JSON file for the rows")
     parser.add_argument("--render", action="store_true",

@@ -24,7 +24,7 @@ def main(task: str, description: str, argv=None) -> dict:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100,
                         help="DPS reverse-SDE steps, or SVI/MAP optimisation steps")
-    parser.add_argument("--ode-steps", type=int, default=4,
+    parser.add_argument("--ode-steps", type=int, default=8,
                         help="fixed Tsit5 steps of the probability-flow prior")
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -47,13 +47,6 @@ class ColourTransform(Transform):
     def tree_flatten(self):
         return (self.covariance,), (("covariance",), {"grid": self.grid})
 
-    def __eq__(self, other):
-        return (
-            isinstance(other, ColourTransform)
-            and self.covariance is other.covariance
-            and self.grid == other.grid
-        )
-
 
 def white_noise(grid: Grid) -> dist.Distribution:
     """Independent standard normal pixels on `grid` (event shape `grid.shape`)."""
