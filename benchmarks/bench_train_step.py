@@ -24,6 +24,28 @@ import optax
 import numpyro_fsdiff as fsd
 
 
+def naive_channels_last(layer, v):
+    """The straightforward spectral layer: rfft2, a complex einsum over the kept modes, irfft2
+    (the baseline the issue measured at about half PyTorch's speed)."""
+    from numpyro_fsdiff.nn._spectral import kept_modes
+
+    v = jnp.moveaxis(v, -1, 1)  # (b, c, n1, n2)
+    _, _, n1, n2 = v.shape
+    positive, negative, second = kept_modes(layer.modes, n1, n2)
+    m = layer.modes
+    weight = jax.lax.complex(layer.weight_real, layer.weight_imag)  # (2m, m, in, out)
+    weight = jnp.concatenate([weight[:positive], weight[2 * m - negative :]])[:, :second]
+    vhat = jnp.fft.rfft2(v)
+    kept = jnp.concatenate(
+        [vhat[:, :, :positive, :second], vhat[:, :, n1 - negative :, :second]], 2
+    )
+    mixed = jnp.einsum("bixy,xyio->boxy", kept, weight)
+    out = jnp.zeros(vhat.shape[:1] + (layer.out_channels,) + vhat.shape[2:], vhat.dtype)
+    out = out.at[:, :, :positive, :second].set(mixed[:, :, :positive])
+    out = out.at[:, :, n1 - negative :, :second].set(mixed[:, :, positive:])
+    return jnp.moveaxis(jnp.fft.irfft2(out, s=(n1, n2)), 1, -1)
+
+
 def make_step(path: str, sde, optimiser):
     batched = path == "batched"
 
@@ -38,8 +60,25 @@ def make_step(path: str, sde, optimiser):
 
 def benchmark(args, path: str, model_name: str) -> dict:
     key = jax.random.key(0)
-    if model_name == "fno":
-        model = fsd.nn.FNO(modes=args.modes, width=args.width, depth=args.depth, key=key)
+    spectral = fsd.nn.SpectralConv2d
+    fast = spectral.batched_channels_last
+    if model_name == "fno-naive":
+        spectral.batched_channels_last = naive_channels_last
+    try:
+        return _benchmark(args, path, model_name, key)
+    finally:
+        spectral.batched_channels_last = fast
+
+
+def _benchmark(args, path: str, model_name: str, key) -> dict:
+    if model_name.startswith("fno"):
+        model = fsd.nn.FNO(
+            modes=args.modes,
+            width=args.width,
+            depth=args.depth,
+            projection_dim=args.projection_dim,
+            key=key,
+        )
     else:
         model = fsd.nn.UNet(key=key)
     grid = fsd.Grid((args.size, args.size))
@@ -54,15 +93,17 @@ def benchmark(args, path: str, model_name: str) -> dict:
     jax.block_until_ready(loss)
     first = time.perf_counter() - start
 
-    times = []
+    times, cpu_times = [], []
     keys = jax.random.split(jax.random.key(3), args.repeats * args.steps)
     for r in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for s in range(args.steps):
             model, opt_state, loss = step(model, opt_state, x0, keys[r * args.steps + s])
         jax.block_until_ready(loss)
         times.append((time.perf_counter() - start) / args.steps)
+        cpu_times.append((time.process_time() - cpu_start) / args.steps)
     median = statistics.median(times)
+    cpu = statistics.median(cpu_times)
     params = sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
     return {
         "model": model_name,
@@ -72,6 +113,9 @@ def benchmark(args, path: str, model_name: str) -> dict:
         "step_ms": 1e3 * median,
         "min_step_ms": 1e3 * min(times),
         "samples_per_s": args.batch / median,
+        "cpu_step_s": cpu,
+        # What the step would reach with all cores to itself and no contention slowdown.
+        "cpu_bound_samples_per_s": args.batch * (os.cpu_count() or 1) / cpu,
         "loss": float(loss),
     }
 
@@ -83,10 +127,11 @@ def main(argv=None):
     parser.add_argument("--modes", type=int, default=14)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--projection-dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
     parser.add_argument("--path", nargs="+", default=["batched"], choices=["batched", "vmap"])
-    parser.add_argument("--model", nargs="+", default=["fno"], choices=["fno", "unet"])
+    parser.add_argument("--model", nargs="+", default=["fno"], choices=["fno", "fno-naive", "unet"])
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
 
@@ -94,17 +139,19 @@ def main(argv=None):
     rows = [benchmark(args, p, m) for m in args.model for p in args.path]
     load_after = os.getloadavg()
     header = (
-        "| model | path | params | compile (s) | median step (ms) | min step (ms) | samples/s |\n"
-        "|---|---|---|---|---|---|---|"
+        "| model | path | params | compile (s) | median step (ms) | min step (ms) | samples/s "
+        "| CPU s/step | samples/s if CPU-bound |\n|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
         f"| {r['model']} | {r['path']} | {r['params']:,} | {r['compile_s']:.1f} | "
-        f"{r['step_ms']:.1f} | {r['min_step_ms']:.1f} | {r['samples_per_s']:.0f} |"
+        f"{r['step_ms']:.1f} | {r['min_step_ms']:.1f} | {r['samples_per_s']:.0f} | "
+        f"{r['cpu_step_s']:.2f} | {r['cpu_bound_samples_per_s']:.0f} |"
         for r in rows
     ]
     config = (
         f"batch {args.batch}, grid {args.size} x {args.size}, modes {args.modes}, width "
-        f"{args.width}, depth {args.depth}; median of {args.repeats} runs of {args.steps} steps"
+        f"{args.width}, depth {args.depth}, projection {args.projection_dim}; "
+        f"median of {args.repeats} runs of {args.steps} steps"
     )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
