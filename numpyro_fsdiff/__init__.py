@@ -20,6 +20,10 @@ from ._likelihood import ProbabilityFlowODE as ProbabilityFlowODE
 from ._loss import NoisePredictionScore as NoisePredictionScore
 from ._loss import dsm_loss as dsm_loss
 from ._prior import DiffusionPrior as DiffusionPrior
+from ._classifier import Classifier as Classifier
+from ._classifier import classifier_accuracy as classifier_accuracy
+from ._classifier import load_classifier as load_classifier
+from ._classifier import train_classifier as train_classifier
 from ._corrector import LangevinTerm as LangevinTerm
 from ._corrector import PredictorCorrector as PredictorCorrector
 from ._sample import DEFAULT_STEPS as DEFAULT_STEPS
@@ -28,6 +32,7 @@ from ._sample import sample as sample
 from ._sample import sample_one as sample_one
 from ._sample import tweedie_denoise as tweedie_denoise
 from ._sde import VPSDE as VPSDE
+from ._solver_comparison import compare_solvers as compare_solvers
 from ._sharding import data_mesh as data_mesh
 from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate

@@ -24,6 +24,12 @@ def _add_train_parsers(commands) -> None:
     add_parsers(commands)
 
 
+def _add_bench_solvers_parser(commands) -> None:
+    from ._solver_comparison import add_parser
+
+    add_parser(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -39,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     _add_train_parsers(commands)
     _add_invert_parser(commands)
+    _add_bench_solvers_parser(commands)
     return parser
 
 

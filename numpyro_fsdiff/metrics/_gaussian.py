@@ -2,13 +2,13 @@ r"""Exact 2-Wasserstein distances between Gaussians diagonal in the Fourier basi
 
 import jax.numpy as jnp
 
-from .._custom_types import Array, Float, Scalar, Spectrum
+from .._custom_types import ArrayLike, Float, Scalar, Spectrum
 from .._grid import Grid
 from .._validation import check_field_shape
 
 
 def empirical_spectrum(
-    samples: Float[Array, "num n1 n2"], grid: Grid, *, center: bool = False
+    samples: Float[ArrayLike, "num n1 n2"], grid: Grid, *, center: bool = False
 ) -> Spectrum:
     r"""The per-mode variances of a sample set, as grid eigenvalues.
 
@@ -58,7 +58,7 @@ def gaussian_w2_spectra(first: Spectrum, second: Spectrum) -> Scalar:
     return jnp.sqrt(jnp.sum((jnp.sqrt(first) - jnp.sqrt(second)) ** 2))
 
 
-def gaussian_w2(samples: Float[Array, "num n1 n2"], spectrum: Spectrum, grid: Grid) -> Scalar:
+def gaussian_w2(samples: Float[ArrayLike, "num n1 n2"], spectrum: Spectrum, grid: Grid) -> Scalar:
     r"""$W_2$ between the Gaussian of the samples' empirical spectrum and $N(0, C)$.
 
     The samples are summarised by $N(0, \hat C)$ with $\hat C$ the diagonal of their empirical
