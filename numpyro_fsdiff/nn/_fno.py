@@ -90,6 +90,11 @@ class FNO(eqx.Module):
     - `max_frequency`: the largest angular frequency of the sinusoidal time features.
     - `key`: a PRNG key for the initial weights.
 
+    Internally the batch is kept channels-last, `(batch, n1, n2, width)`, so that every
+    pointwise map is one matrix product; `model(x, t)` and `jax.vmap(model)` run the same code
+    as [`batched`][numpyro_fsdiff.nn.FNO.batched] (with a batch of one), and agree with it to
+    float rounding. `benchmarks/bench_train_step.py` times a training step.
+
     The hyperparameters are in [`config`][numpyro_fsdiff.nn.FNO.config]; `FNO(**model.config,
     key=key)` rebuilds the same structure, into which `equinox.tree_deserialise_leaves` loads
     saved weights.
