@@ -186,7 +186,13 @@ def render(paths):
         lines += ["## MNIST / Fashion-MNIST test images, trained checkpoint", "",
                   "Observation on the native 28 x 28 grid; the unknown on the grid of the "
                   "`res` column (56: zero-shot refinement). PSNR/SSIM in model space "
-                  "(range 2), against the spectrally resampled truth.", "",
+                  "(range 2), against the spectrally resampled truth. These rows used an "
+                  "intermediate MNIST checkpoint (FNO modes 10, width 32, depth 4, step 1500 "
+                  "of the training run in `runs/mnist`, copied at 19:28 UTC), not the final "
+                  "shipped weights; DPS: 16 samples, 100 Euler-Maruyama steps, normalised "
+                  "guidance, weight 1; MAP: 200 Adam steps through 8 Tsit5 flow steps. The "
+                  "naive inverse is the truncated pseudo-inverse (`naive_inverse`, rcond 1e-3), "
+                  "which explodes for deblurring.", "",
                   "| dataset | res | task | sampler | wall (s) | score evals | ESS/s | R-hat | "
                   "PSNR | SSIM | cov. 90 | naive PSNR |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
