@@ -134,7 +134,8 @@ def nuts_part(args):
         numpyro.sample("y", dist.Normal(fs.fourier_multiply(x, blur), 0.1).to_event(2), obs=y)
 
     def on_log_prob():
-        likelihood(numpyro.sample("x", fs.DiffusionPrior(score, sde, grid, **options)))
+        prior = fs.DiffusionPrior(score, sde, grid, divergence=args.nuts_divergence, **options)
+        likelihood(numpyro.sample("x", prior))
 
     def in_latent():
         flow = fs.ProbabilityFlow(score, sde, grid, **options)
@@ -145,10 +146,10 @@ def nuts_part(args):
     rows = []
     for name, model in (
         ("latent (TransformReparam)", in_latent),
-        ("log_prob (exact divergence)", on_log_prob),
+        (f"log_prob ({args.nuts_divergence} divergence)", on_log_prob),
     ):
         mcmc = MCMC(
-            NUTS(model, dense_mass=args.dense_mass),
+            NUTS(model, dense_mass=args.dense_mass, max_tree_depth=args.max_tree_depth),
             num_warmup=args.num_warmup,
             num_samples=args.num_samples,
             progress_bar=False,
@@ -170,6 +171,7 @@ def nuts_part(args):
             num_warmup=args.num_warmup,
             num_samples=args.num_samples,
             dense_mass=args.dense_mass,
+            max_tree_depth=args.max_tree_depth,
             first_run_s=first,
             run_s=second,
             ess_min=float(ess.min()),
@@ -308,6 +310,8 @@ def main(argv=None):
     parser.add_argument("--num-warmup", type=int, default=300)
     parser.add_argument("--num-samples", type=int, default=300)
     parser.add_argument("--dense-mass", action="store_true")
+    parser.add_argument("--max-tree-depth", type=int, default=10)
+    parser.add_argument("--nuts-divergence", default="exact", choices=["exact", "hutchinson"])
     parser.add_argument("--machine", default="2 shared CPU cores (other jobs running)")
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "logprob.json")
