@@ -132,3 +132,22 @@ def test_rewrite_keeps_only_named_leaf_files(tmp_path):
     names = sorted(p.name for p in tmp_path.glob("*.eqx"))
     assert names == ["model-00000003.eqx", "state-00000003.eqx"]
     assert leaves_equal(load_checkpoint(tmp_path).network, tiny_fno(3))
+
+
+def test_pretrained_checkpoints_load_and_run_on_any_grid():
+    from numpyro_fsdiff import pretrained
+
+    score = eqx.filter_jit(lambda s, x: s(x, 0.5))
+    for name in ("mnist", "fashion-mnist"):
+        ckpt = pretrained(name)
+        assert ckpt.config["metrics"]["heldout_dsm_loss"].keys() == {"14", "28", "56"}
+        grid = Grid((28, 28))
+        # The model-space noise has tr(Q)/|D| = 1 on the training grid, as the card says.
+        assert abs(float(ckpt.covariance.trace(grid)) / grid.area - 1) < 1e-5
+        for shape in [(14, 14), (15, 17)]:
+            out = score(ckpt.model, jnp.zeros(shape))
+            assert out.shape == shape and bool(jnp.all(jnp.isfinite(out)))
+        u = jnp.linspace(0, 1, 9).reshape(3, 3)
+        np.testing.assert_allclose(ckpt.to_pixels(ckpt.from_pixels(u)), u, atol=1e-6)
+    with pytest.raises(ValueError, match="`name`"):
+        pretrained("cifar10")
