@@ -21,11 +21,14 @@ import numpyro_fsdiff as fs
 from numpyro_fsdiff._io import write_text
 
 
-def network_score(resolution):
+def network_score(resolution, checkpoint=None):
     try:
-        ckpt = fs.pretrained("mnist")
-        return ckpt.model, ckpt.sde, ckpt.grid((resolution, resolution)), "pretrained('mnist')"
-    except Exception:  # noqa: BLE001 - fall back to a randomly initialised FNO of the same size
+        if checkpoint is not None:
+            ckpt, what = fs.load_checkpoint(checkpoint), f"checkpoint {checkpoint}"
+        else:
+            ckpt, what = fs.pretrained("mnist"), "pretrained('mnist')"
+        return ckpt.model, ckpt.sde, ckpt.grid((resolution, resolution)), what
+    except (FileNotFoundError, ValueError):  # fall back to a random FNO of the default size
         sde = fs.VPSDE(fs.covariance.Matern(2.0, 3.0))
         network = fs.nn.FNO(key=jax.random.key(0))
         return (fs.NoisePredictionScore(network, sde), sde, fs.Grid((resolution, resolution)),
@@ -93,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sampling.md"))
     parser.add_argument("--gaussian", action="store_true", help="analytic score instead")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the "
+                        "pretrained MNIST model, else a random FNO of the default size)")
     args = parser.parse_args(argv)
     if args.gaussian:
         sde = fs.VPSDE(fs.covariance.Matern(2.0, 3.0))
@@ -100,7 +105,7 @@ def main(argv=None):
         score = fs.GaussianScore(fs.covariance.Matern(1.5, 2.0, 2.0), sde, grid)
         what = "GaussianScore (analytic, two FFTs)"
     else:
-        score, sde, grid, what = network_score(args.resolution)
+        score, sde, grid, what = network_score(args.resolution, args.checkpoint)
     key = jax.random.key(0)
     variants = {
         "lax.scan Euler-Maruyama (batched state)": scan_em,

@@ -108,7 +108,8 @@ def classifier_accuracy(model: Classifier, images, labels, *, batch: int = 1000)
     correct = 0
     for start in range(0, len(images), batch):
         logits = _logits(model, jnp.asarray(images[start : start + batch]))
-        correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(labels[start : start + batch])))
+        batch_labels = jnp.asarray(labels[start : start + batch])
+        correct += int(jnp.sum(jnp.argmax(logits, -1) == batch_labels))
     return correct / len(images)
 
 
@@ -167,7 +168,9 @@ def train_classifier(
     card = dict(
         dataset=dataset,
         test_accuracy=classifier_accuracy(model, test.images, test.labels),
-        train_accuracy_first_10000=classifier_accuracy(model, train.images[:10000], train.labels[:10000]),
+        train_accuracy_first_10000=classifier_accuracy(
+            model, train.images[:10000], train.labels[:10000]
+        ),
         epochs=epochs,
         num_train=num,
         batch_size=batch_size,
@@ -200,9 +203,9 @@ parameters) used only to define the Fréchet classifier distance
 
 - **Input:** one 28 x 28 image of pixel intensities in [0, 1] (byte / 255), as
   `numpyro_fsdiff.data.load("{card['dataset']}")` returns them.
-- **Training data:** the first {card['num_train']:,} of the 60,000 {name} training images; Adam, learning rate
-  {card['learning_rate']}, batch {card['batch_size']}, {card['epochs']} epoch(s), seed
-  {card['seed']}; {card['training_seconds']} s on a shared 2-core CPU.
+- **Training data:** the first {card['num_train']:,} of the 60,000 {name} training images;
+  Adam, learning rate {card['learning_rate']}, batch {card['batch_size']},
+  {card['epochs']} epoch(s), seed {card['seed']}; {card['training_seconds']} s on a shared 2-core CPU.
 - **Test accuracy (10,000 test images): {100 * card['test_accuracy']:.2f}%.**
 - Training accuracy (first 10,000 training images): {100 * card['train_accuracy_first_10000']:.2f}%.
 - **Features:** the {card['features']}-dimensional ReLU layer before the head.

@@ -8,7 +8,8 @@ $$\mathrm{d}X_s = Q \nabla \log p_t(X_s)\,\mathrm{d}s + \sqrt{2}\,\mathrm{d}W^Q_
 whose invariant law is $p_t$ and which needs only the Q-preconditioned score (no $Q^{-1}$), so it
 is well-defined in function space. One Euler-Maruyama step of it with step size $\epsilon$ is
 
-$$x \leftarrow x + \epsilon\, S(x, t) + \sqrt{2\epsilon}\,\xi, \qquad \xi = Q^{1/2} z,\ z \sim N(0, I).$$
+$$x \leftarrow x + \epsilon\, S(x, t) + \sqrt{2\epsilon}\,\xi,
+\qquad \xi = Q^{1/2} z,\ z \sim N(0, I).$$
 
 **Step-size rule**: $\epsilon_t = 2 r^2 \sigma_t^2$ with a signal-to-noise ratio $r$ (`snr`).
 This is the rule of Song et al., $\epsilon = 2 (r \|\xi\| / \|S\|)^2$, with both norms replaced by
@@ -118,7 +119,8 @@ class PredictorCorrector(diffrax.AbstractItoSolver):
         if isinstance(predictor, diffrax.AbstractRungeKutta) and predictor.tableau.fsal:
             # Its carried first-same-as-last evaluation would be stale after the corrector.
             raise ValueError(
-                f"`predictor` must not be a first-same-as-last Runge-Kutta solver; got {predictor!r}."
+                "`predictor` must not be a first-same-as-last Runge-Kutta solver; got "
+                f"{predictor!r}."
             )
         if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or (
             corrector_steps < 1

@@ -333,7 +333,9 @@ def sample_one(
         raise ValueError(f"`grid` must be a Grid; got {grid!r}.")
     if x_T is not None:
         if jnp.ndim(x_T) != 2:
-            raise ValueError(f"`x_T` must be one field of shape {grid.shape}; got {jnp.shape(x_T)}.")
+            raise ValueError(
+                f"`x_T` must be one field of shape {grid.shape}; got {jnp.shape(x_T)}."
+            )
         check_field_shape("x_T", x_T, grid.shape)
     plan = _plan(
         sde,

@@ -75,7 +75,7 @@ def gaussian_sampler_spectrum(
 # ---------------------------------------------------------------------------- the comparison
 
 
-def _label(config: dict) -> str:
+def _label(config: dict) -> tuple[str, str]:
     method, solver = config.get("method", "sde"), config.get("solver") or "default"
     if "steps" in config and config["steps"] is not None and "rtol" not in config:
         setting = f"{config['steps']} steps"
@@ -98,7 +98,9 @@ def gaussian_configurations() -> list[dict]:
     for solver in ("euler", "heun", "tsit5", "dopri5"):
         configs += [dict(method="ode", solver=solver, steps=n) for n in (5, 10, 20, 50)]
     for solver in ("tsit5", "dopri5"):
-        configs += [dict(method="ode", solver=solver, rtol=tol, atol=tol) for tol in (1e-2, 1e-3, 1e-5)]
+        configs += [
+            dict(method="ode", solver=solver, rtol=tol, atol=tol) for tol in (1e-2, 1e-3, 1e-5)
+        ]
     return configs
 
 
@@ -153,7 +155,8 @@ def compare_solvers(
       $\sqrt{\operatorname{tr} C}$;
     - with `reference` (data fields on `grid`, e.g. the test set, in the space of
       `to_pixels(samples)`: pixel intensities if `to_pixels` is given): the energy distance
-      ([`energy_distance`][numpyro_fsdiff.metrics.energy_distance], $L^2(D)$ norm) and, with `dataset`, the Fréchet classifier distance
+      ([`energy_distance`][numpyro_fsdiff.metrics.energy_distance], $L^2(D)$ norm) and,
+      with `dataset`, the Fréchet classifier distance
       ([`frechet_classifier_distance`][numpyro_fsdiff.metrics.frechet_classifier_distance]).
 
     **Returns:** one dict per configuration with keys `sampler`, `setting`,

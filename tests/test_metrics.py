@@ -59,12 +59,13 @@ def test_energy_distance_bad_input():
 def test_vendi_score_known_values(key):
     x = jnp.broadcast_to(_fields(key, 1), (8, 6, 5))
     for kernel in ("cosine", "rbf"):
-        assert float(metrics.vendi_score(x, grid=GRID, kernel=kernel)) == pytest.approx(1.0, abs=1e-4)
+        score = float(metrics.vendi_score(x, grid=GRID, kernel=kernel))
+        assert score == pytest.approx(1.0, abs=1e-4)
     # n mutually orthogonal samples: n distinct.
     eye = jnp.eye(30)[:5].reshape(5, 6, 5)
     assert float(metrics.vendi_score(eye, grid=GRID)) == pytest.approx(5.0, rel=1e-4)
     # two groups of equal size, orthogonal to each other: 2.
-    two = jnp.concatenate([jnp.broadcast_to(eye[0], (4, 6, 5)), jnp.broadcast_to(eye[1], (4, 6, 5))])
+    two = jnp.concatenate([jnp.broadcast_to(e, (4, 6, 5)) for e in eye[:2]])
     assert float(metrics.vendi_score(two, grid=GRID)) == pytest.approx(2.0, rel=1e-4)
     with pytest.raises(ValueError, match="`kernel`"):
         metrics.vendi_score(eye, kernel="laplace")

@@ -143,8 +143,11 @@ _FLOOR = 1.0 / np.sqrt(4 * NUM)
 
 @pytest.mark.parametrize(
     "method, solver, steps",
-    [("sde", "euler", 8), ("sde", "heun", 2), ("sde", "euler_heun", 8), ("sde", "sra1", 2),
-     ("sde", "shark", 2), ("sde", "sea", 8), ("pc", "euler", 8)],
+    [("sde", "euler", 8), ("sde", "heun", 2), ("sde", "sra1", 2), ("sde", "shark", 2),
+     ("pc", "euler", 8),
+     # EulerHeun equals Euler-Maruyama for additive noise; SEA is checked in the slow run.
+     pytest.param("sde", "euler_heun", 8, marks=pytest.mark.slow),
+     pytest.param("sde", "sea", 8, marks=pytest.mark.slow)],
 )
 def test_sde_converges_in_law(key, method, solver, steps):
     """W2 between the samples' spectrum and the exact law: clearly smaller at 4x the steps."""
@@ -161,6 +164,7 @@ def test_sde_converges_in_law(key, method, solver, steps):
     assert fine < 0.5 * coarse, errors
 
 
+@pytest.mark.slow  # a VirtualBrownianTree solve compiles slowly (about 40 s of CPU)
 def test_sde_adaptive_reaches_the_exact_law(key):
     """ShARK with a PID controller on a VirtualBrownianTree: at rtol = atol = 1e-2 the law is
     exact to sampling error; at 1e-1 it is cheaper and resolvably worse."""
@@ -268,3 +272,18 @@ class _SpectralToy(eqx.Module):
     def __call__(self, x, t):
         inputs = jnp.stack([x, jnp.full_like(x, t)], axis=-1)
         return jax.vmap(jax.vmap(self.mlp))(inputs)[..., 0]
+
+
+def test_solver_comparison_writes_table_and_plot(tmp_path):
+    from numpyro_fsdiff._solver_comparison import run_comparison
+
+    configs = [dict(method="sde", solver="euler", steps=n) for n in (4, 200)]
+    rows, markdown = run_comparison(tmp_path, resolution=8, num=200, repeats=1,
+                                    configurations=configs, progress=False)
+    assert [r["score_evaluations"] for r in rows] == [5.0, 201.0]
+    assert rows[0]["w2_relative"] > rows[1]["w2_relative"] > 0
+    assert all(r["finite"] and r["wall_s"] > 0 for r in rows)
+    assert "| sde / euler | 200 steps | 201.0 |" in markdown
+    assert "match 200-step Euler-Maruyama" in markdown
+    for name in ("solvers.md", "solvers.json", "solvers.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -62,7 +62,8 @@ def gaussian_w2(samples: Float[ArrayLike, "num n1 n2"], spectrum: Spectrum, grid
     r"""$W_2$ between the Gaussian of the samples' empirical spectrum and $N(0, C)$.
 
     The samples are summarised by $N(0, \hat C)$ with $\hat C$ the diagonal of their empirical
-    covariance in the Fourier basis ([`empirical_spectrum`][numpyro_fsdiff.metrics.empirical_spectrum]);
+    covariance in the Fourier basis
+    ([`empirical_spectrum`][numpyro_fsdiff.metrics.empirical_spectrum]);
     then $W_2^2 = \sum_k (\sqrt{\hat c_k} - \sqrt{c_k})^2$ exactly
     ([`gaussian_w2_spectra`][numpyro_fsdiff.metrics.gaussian_w2_spectra]). With `M` exact samples
     it does not vanish: $\mathbb{E} W_2^2 \approx \sum_k c_k / (4M)$, or $c_k / (2M)$ for the
