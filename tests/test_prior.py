@@ -223,7 +223,7 @@ def test_nuts_in_the_latent_recovers_the_exact_posterior():
     summary = diagnostics.summarize(data, var_names=["x", "x_norm"])
     assert summary["divergences"] == 0 and summary["bfmi"][0] > 0.3
     assert summary["variables"]["x"]["size"] == grid.size
-    assert np.isfinite(summary["variables"]["x_norm"]["rhat_max"])
+    assert summary["variables"]["x_norm"]["ess_bulk_min"] > 10  # (R-hat needs >= 2 chains)
 
 
 @pytest.mark.slow
