@@ -221,10 +221,14 @@ def classifier_features(
     model: Classifier, images: Float[ArrayLike, "num 28 28"], *, batch: int = 1000
 ) -> Float[Array, "num features"]:
     """Feature vectors of many images, computed `batch` at a time."""
-    embed = eqx.filter_jit(jax.vmap(model.embed))
     return jnp.concatenate(
-        [embed(jnp.asarray(images[i : i + batch])) for i in range(0, len(images), batch)]
+        [_embed(model, jnp.asarray(images[i : i + batch])) for i in range(0, len(images), batch)]
     )
+
+
+@eqx.filter_jit
+def _embed(model, images):
+    return jax.vmap(model.embed)(images)
 
 
 def predict(model: Classifier, images: Float[ArrayLike, "num 28 28"]) -> Int[Array, " num"]:
