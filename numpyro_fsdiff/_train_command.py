@@ -456,9 +456,8 @@ def model_card(record: dict, name: str, dataset_line: str) -> str:
     if parent:
         lines += [
             "",
-            "Stage 1 was stopped at its level-boundary checkpoint (all 14 x 14 steps "
-            "done) because the shared machine was slower than planned; stage 2 continued "
-            "its EMA weights on 28 x 28 with `--init` (a new AdamW state and schedule).",
+            f"Stage 1 was stopped at its step-{parent.get('step')} checkpoint; stage 2 "
+            "continued its EMA weights with `--init` (a new AdamW state and schedule).",
         ]
     lines += [
         "",
