@@ -3,8 +3,8 @@
 import importlib.metadata
 
 from . import covariance as covariance
-from . import metrics as metrics
 from . import inverse as inverse
+from . import metrics as metrics
 from . import nn as nn
 from ._analytic import GaussianScore as GaussianScore
 from ._flow import ProbabilityFlow as ProbabilityFlow

@@ -18,16 +18,16 @@ def _demo(args) -> int:
     return 0
 
 
-def _add_invert_parser(commands) -> None:
-    from .inverse._cli import add_parser
-
-    add_parser(commands)
-
-
 def _add_train_parsers(commands) -> None:
     from ._train_command import add_parsers
 
     add_parsers(commands)
+
+
+def _add_invert_parser(commands) -> None:
+    from .inverse._cli import add_parser
+
+    add_parser(commands)
 
 
 def _add_bench_solvers_parser(commands) -> None:
@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gaussian", action="store_true",
                       help="the Gaussian-field demo (covariances, traces, forward SDE) instead")
     demo.set_defaults(run=_demo)
-    _add_train_parsers(commands)
     _add_invert_parser(commands)
     _add_bench_solvers_parser(commands)
+    _add_train_parsers(commands)
     return parser
 
 

@@ -88,13 +88,13 @@ def load_checkpoint_or_pretrained(checkpoint: str):
 
 
 def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chains: int,
-                 steps: int, guidance: float):
+                 steps: int, guidance: float, max_tree_depth: int = 6):
     """A sampler of [`posterior`][numpyro_fsdiff.inverse.posterior] by name."""
     from ._posterior import DPS, MAP, NUTS, SVI
 
     if name == "nuts":
         return NUTS(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                    chain_method="vectorized", max_tree_depth=6)
+                    chain_method="vectorized", max_tree_depth=max_tree_depth)
     if name == "svi":
         return SVI("normal", num_steps=steps, learning_rate=0.02, num_samples=num_samples)
     if name == "map":
@@ -119,6 +119,8 @@ def run_task(
     num_chains: int = 2,
     steps: int = 200,
     ode_steps: int = 8,
+    ode_solver: str = "tsit5",
+    max_tree_depth: int = 6,
     guidance: float = 1.0,
     seed: int = 0,
     out: str | Path = "invert_out",
@@ -129,9 +131,10 @@ def run_task(
     checkpoint's scaling, observed on its native 28 x 28 grid with the task's operator and
     noise, and inverted on the `resolution` x `resolution` grid with the prior
     `TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(score, sde, grid))`
-    (Tsit5, `ode_steps` fixed steps) for NUTS/SVI/MAP, or its score alone for DPS (with the
+    (`ode_solver`, Tsit5 by default, `ode_steps` fixed steps) for NUTS/SVI/MAP, or its score alone for DPS (with the
     normalised guidance of [`guided_score`][numpyro_fsdiff.inverse.guided_score], weight
-    `guidance`). NUTS runs two vectorised chains (or `num_chains`), tree depth <= 6. The truth
+    `guidance`). NUTS runs two vectorised chains (or `num_chains`), tree depth <=
+    `max_tree_depth`. The truth
     at another resolution is the band-limited (spectral) resampling of the 28 x 28 image.
 
     **Returns:** the JSON report as a dict.
@@ -170,11 +173,12 @@ def run_task(
     y = clean + sigma * jax.random.normal(key_noise, clean.shape)
     noise = GaussianNoise(sigma)
 
-    solver = resolve_solver("tsit5", kind="ode")
+    solver = resolve_solver(ode_solver, kind="ode")
     flow = ProbabilityFlow(ckpt.model, ckpt.sde, grid, solver=solver, steps=ode_steps)
     prior = dist.TransformedDistribution(GaussianField(ckpt.covariance, grid), flow)
     chosen = make_sampler(sampler, ckpt, num_samples=num_samples, num_warmup=num_warmup,
-                          num_chains=num_chains, steps=steps, guidance=guidance)
+                          num_chains=num_chains, steps=steps, guidance=guidance,
+                          max_tree_depth=max_tree_depth)
     result = posterior(key_post, y, operator, prior, chosen, grid=grid, noise=noise,
                        truth=truth, data_range=2.0)
     per_step, initial = score_evaluations_per_step(solver)
