@@ -1,4 +1,5 @@
-"""Every example answers --help; the training examples run end to end with tiny arguments."""
+"""Every example answers --help; the training examples run end to end with tiny arguments
+(those two are marked slow to keep `make test` under 10 minutes; `make test-slow` runs them)."""
 
 import importlib.util
 import runpy
@@ -29,6 +30,7 @@ def test_example_help(script, monkeypatch, capsys):
     assert "usage" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_own_fields_runs_tiny(tmp_path):
     report = _load("train_own_fields").main(
         ["--num", "64", "--resolution", "16", "--levels", "8:4,16:4", "--width", "4",
@@ -39,6 +41,7 @@ def test_train_own_fields_runs_tiny(tmp_path):
     assert np.load(tmp_path / "samples_32.npy").shape == (4, 32, 32)
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_toy_runs_tiny():
     errors = _load("gaussian_mixture_toy").main(
         ["--resolution", "8", "--num", "64", "--steps", "4", "--width", "4"])
