@@ -29,14 +29,17 @@ class GaussianScore(eqx.Module):
     sde: VPSDE
     grid: Grid = eqx.field(static=True)
 
-    def marginal_eigenvalues(self, t: ScalarLike) -> Spectrum:
-        r"""The grid eigenvalues $m_t^2 c_k + \sigma_t^2 q_k$ of the law of $X_t$."""
+    def _spectra(self, t: ScalarLike) -> tuple[Spectrum, Spectrum]:
         mean, std = self.sde.marginal_coefficients(t)
         c = self.data_covariance.eigenvalues(self.grid)
         q = self.sde.covariance.eigenvalues(self.grid)
-        return mean**2 * c + std**2 * q
+        return q, mean**2 * c + std**2 * q
+
+    def marginal_eigenvalues(self, t: ScalarLike) -> Spectrum:
+        r"""The grid eigenvalues $m_t^2 c_k + \sigma_t^2 q_k$ of the law of $X_t$."""
+        return self._spectra(t)[1]
 
     def __call__(self, x: Field, t: ScalarLike) -> Field:
         check_field_shape("x", x, self.grid.shape)
-        q = self.sde.covariance.eigenvalues(self.grid)
-        return fourier_multiply(x, -q / self.marginal_eigenvalues(t))
+        q, marginal = self._spectra(t)  # Q's eigenvalues once per call, not twice
+        return fourier_multiply(x, -q / marginal)
