@@ -107,27 +107,39 @@ class TrainResult(eqx.Module):
 
 @functools.lru_cache(maxsize=32)
 def make_optimizer(
-    total_steps: int,
+    level_steps: tuple[int, ...],
     *,
     learning_rate: float,
     warmup_steps: int,
     final_learning_rate: float,
     weight_decay: float,
     clip_norm: float | None,
+    lr_schedule: Literal["global", "per-level"] = "global",
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     r"""AdamW with linear warm-up then cosine decay, after global-norm gradient clipping.
 
-    The learning rate rises linearly from 0 to `learning_rate` over `warmup_steps`, then
-    follows a cosine down to `final_learning_rate` at `total_steps`; one schedule spans all
-    levels. Cached, so that equal settings give the same object and compiled steps are reused.
+    With `lr_schedule="global"` the learning rate rises linearly from 0 to `learning_rate` over
+    `warmup_steps`, then follows a cosine down to `final_learning_rate` at the last of all
+    `sum(level_steps)` steps: one schedule spans all levels. With `"per-level"` that warm-up
+    and cosine restart at each level and span its `level_steps[i]` steps (the optimiser's
+    moments carry over). Cached, so that equal settings give the same object and compiled
+    steps are reused.
     """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=learning_rate,
-        warmup_steps=warmup_steps,
-        decay_steps=max(total_steps, warmup_steps + 1),
-        end_value=final_learning_rate,
-    )
+
+    def warmup_cosine(steps: int) -> optax.Schedule:
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=learning_rate,
+            warmup_steps=warmup_steps,
+            decay_steps=max(steps, warmup_steps + 1),
+            end_value=final_learning_rate,
+        )
+
+    if lr_schedule == "global":
+        schedule = warmup_cosine(sum(level_steps))
+    else:
+        boundaries = np.cumsum(level_steps)[:-1].tolist()
+        schedule = optax.join_schedules([warmup_cosine(n) for n in level_steps], boundaries)
     parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
     parts.append(optax.adamw(schedule, weight_decay=weight_decay))
     return optax.chain(*parts), schedule
@@ -297,6 +309,7 @@ def train(
     weight_decay: float = 0.0,
     clip_norm: float | None = 1.0,
     ema_decay: float = 0.999,
+    lr_schedule: str = "global",
     method: Literal["spectral", "area"] = "spectral",
     lengths=(1.0, 1.0),
     t_eps: float = 1e-3,
@@ -320,9 +333,10 @@ def train(
     brought to the level's grid with [`resample`][numpyro_fsdiff.resample] (`method`), and
     `steps` AdamW steps are taken on [`dsm_loss`][numpyro_fsdiff.dsm_loss], whose
     $L^2(D)$ quadrature makes the loss the same quantity on every grid. The same weights,
-    optimiser state and learning-rate schedule continue across levels. Gradients are clipped
-    to a global norm of `clip_norm`; the learning rate warms up linearly over
-    `warmup_steps` and then decays along a cosine to `final_learning_rate`. An exponential
+    optimiser state continue across levels. Gradients are clipped to a global norm of
+    `clip_norm`; the learning rate warms up linearly over `warmup_steps` and then decays along
+    a cosine to `final_learning_rate`, once over all levels (`lr_schedule="global"`) or afresh
+    at each level (`"per-level"`). An exponential
     moving average of the weights, $\bar\theta_n = d_n \bar\theta_{n-1} + (1 - d_n)\theta_n$
     with $d_n = \min(d, (1 + n)/(10 + n))$, is the network returned and saved.
 
@@ -343,6 +357,9 @@ def train(
     - `learning_rate`, `warmup_steps` (default 5% of all steps, at most 1000),
       `final_learning_rate` (default `learning_rate / 20`), `weight_decay`, `clip_norm`
       (`None` for no clipping), `ema_decay`: the optimiser.
+    - `lr_schedule`: `"global"` (one warm-up and cosine over all levels) or `"per-level"`
+      (restarted at each level, each over its own steps; the warm-up default is then 5% of
+      the shortest level).
     - `method`: `"spectral"` or `"area"` (integer coarsening factors only).
     - `lengths`: the side lengths of the domain.
     - `t_eps`: the smallest training time.
@@ -395,8 +412,10 @@ def train(
     if batch_size > num:
         raise ValueError(f"`batch_size` must be <= the number of fields {num}; got {batch_size}.")
     total = sum(level.steps for level in levels)
+    if lr_schedule not in ("global", "per-level"):
+        raise ValueError(f"`lr_schedule` must be 'global' or 'per-level'; got {lr_schedule!r}.")
     warmup_steps = (
-        min(1000, total // 20)
+        min(1000, (total if lr_schedule == "global" else min(lv.steps for lv in levels)) // 20)
         if warmup_steps is None
         else _check_int("warmup_steps", warmup_steps, 0)
     )
@@ -438,6 +457,7 @@ def train(
         weight_decay=weight_decay,
         clip_norm=clip_norm,
         ema_decay=ema_decay,
+        lr_schedule=lr_schedule,
         method=method,
         t_eps=t_eps,
         seed=int(seed),
@@ -445,12 +465,13 @@ def train(
         data_shape=list(data.shape[1:]),
     )
     optimizer, schedule = make_optimizer(
-        total,
+        tuple(level.steps for level in levels),
         learning_rate=learning_rate,
         warmup_steps=warmup_steps,
         final_learning_rate=final_learning_rate,
         weight_decay=weight_decay,
         clip_norm=clip_norm,
+        lr_schedule=lr_schedule,
     )
     params, static = eqx.partition(network, eqx.is_inexact_array)
     ema = jax.tree.map(jnp.copy, params)
@@ -460,6 +481,8 @@ def train(
     if resume and (Path(checkpoint_dir) / JSON_NAME).is_file():
         record = read_config(checkpoint_dir)
         saved = record.get("training", {})
+        # Settings added after a checkpoint was written read as their defaults.
+        saved = {"lr_schedule": "global", **saved}
         different = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
         if different:
             raise ValueError(

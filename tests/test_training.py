@@ -189,3 +189,29 @@ def test_bad_arguments():
         train(net, sde, data, [(6, 1)], batch_size=2, resume=True)
     with pytest.raises(ValueError, match="`learning_rate`"):
         train(net, sde, data, [(6, 1)], batch_size=2, learning_rate=-1.0)
+
+
+def test_per_level_schedule_restarts_the_warmup_and_cosine_at_each_level():
+    from numpyro_fsdiff._training import make_optimizer
+
+    settings = dict(learning_rate=1.0, warmup_steps=2, final_learning_rate=0.1,
+                    weight_decay=0.0, clip_norm=None)
+    _, per_level = make_optimizer((10, 6), lr_schedule="per-level", **settings)
+    _, single = make_optimizer((10, 6), lr_schedule="global", **settings)
+    lr = lambda schedule, n: float(schedule(n))  # noqa: E731
+    # Warm-up from 0 at the start of both levels, the peak after 2 steps, the end value last.
+    assert lr(per_level, 0) == 0.0 and lr(per_level, 10) == 0.0
+    assert lr(per_level, 2) == pytest.approx(1.0) and lr(per_level, 12) == pytest.approx(1.0)
+    assert lr(per_level, 9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 7 / 8)))
+    assert lr(per_level, 16) == pytest.approx(0.1)
+    # The global schedule does not restart: a cosine over all 16 steps.
+    assert lr(single, 10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 8 / 14)))
+
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+    data = Matern(2.0, 3.0, 1.0).sample(jax.random.key(0), Grid((6, 6)), (4,))
+    result = train(tiny_fno(), sde, data, [(4, 3), (6, 3)], batch_size=2, warmup_steps=1,
+                   lr_schedule="per-level", log_every=1, progress=False)
+    rates = [h["learning_rate"] for h in result.history if "learning_rate" in h]
+    assert rates[0] == 0.0 and rates[3] == 0.0 and rates[1] > 0 and rates[4] > 0
+    with pytest.raises(ValueError, match="`lr_schedule`"):
+        train(tiny_fno(), sde, data, [(6, 1)], batch_size=2, lr_schedule="cosine")
