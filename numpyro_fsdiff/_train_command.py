@@ -2,7 +2,8 @@
 
 A run folder holds the checkpoint (`checkpoint.json`, `model-*.eqx`, `state-*.eqx`), `log.txt`
 (written by the caller's shell), `loss.png` (the training and held-out loss) and
-`samples.png` (a grid of samples from a fixed-step reverse-SDE Euler-Maruyama solve).
+`samples.png` (a grid of samples from a fixed-step reverse-SDE Euler-Maruyama solve with
+`numpyro_fsdiff.sample`, followed by Tweedie's denoising step).
 """
 
 import json
@@ -11,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +20,8 @@ from . import covariance as cov
 from ._checkpoint import load_checkpoint, update_record
 from ._grid import Grid
 from ._io import save_figure, write_text
+from ._sample import sample
 from ._sde import VPSDE
-from ._terms import ColouredNoiseTerm
 from ._training import heldout_loss, train
 
 COVARIANCES = {"matern": cov.Matern, "laplacian": cov.LaplacianPower, "white": cov.WhiteNoise}
@@ -68,51 +68,6 @@ def parse_covariance(text: str, grid: Grid) -> tuple[cov.AbstractCovariance, dic
         params["scale"] = 1.0 / np.sqrt(variance)
         info["normalised_on"] = list(grid.shape)
     return cls(**params), info
-
-
-def reverse_sde_samples(
-    score_batch, sde: VPSDE, grid: Grid, key, num: int, steps: int = 200, t_eps: float = 1e-3
-):
-    r"""Samples from a fixed-step Euler-Maruyama solve of the reverse SDE, with Diffrax.
-
-    The state is the whole batch `(num, n1, n2)` (the noise term colours each field), starting
-    from $X_T \sim N(0, Q)$; the last step is followed by Tweedie's denoising step
-    $x \mapsto (x + \sigma^2 S(x, t_\varepsilon)) / m$.
-    `score_batch(xs, t)` is the score on a batch at one scalar time.
-    """
-    init_key, path_key = jax.random.split(key)
-    x_T = sde.covariance.sample(init_key, grid, (num,))
-    brownian = diffrax.UnsafeBrownianPath(shape=(num,) + grid.shape, key=path_key)
-    drift = diffrax.ODETerm(lambda t, x, args: sde.reverse_drift(t, x, score_batch))
-    terms = diffrax.MultiTerm(
-        drift, ColouredNoiseTerm(sde.diffusion, sde.covariance, grid, brownian)
-    )
-    solution = diffrax.diffeqsolve(
-        terms,
-        diffrax.Euler(),
-        sde.T,
-        t_eps,
-        dt0=-(sde.T - t_eps) / steps,
-        y0=x_T,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.ConstantStepSize(),
-        max_steps=steps + 1,
-        adjoint=diffrax.ForwardMode(),
-    )
-    x = solution.ys[-1]
-    mean, std = sde.marginal_coefficients(t_eps)
-    return (x + std**2 * score_batch(x, jnp.asarray(t_eps))) / mean
-
-
-def batched_score(network, sde):
-    """The score $-\\varepsilon_\\theta/\\sigma_t$ on a batch at one time, via `network.batched`."""
-
-    def score(xs, t):
-        _, std = sde.marginal_coefficients(t)
-        ts = jnp.full(xs.shape[:1], t, dtype=xs.dtype)
-        return -network.batched(xs, ts) / std
-
-    return score
 
 
 def plot_loss(history: list, path: Path) -> None:
@@ -228,8 +183,8 @@ def run_train(args) -> int:
     if args.num_train is not None:
         train_pixels = train_pixels[: args.num_train]
     heldout_pixels = heldout_pixels[: args.num_heldout]
-    x_train = np.asarray(scaling.from_pixels(train_pixels))
-    x_heldout = np.asarray(scaling.from_pixels(heldout_pixels))
+    x_train = np.asarray(scaling.from_pixels(jnp.asarray(train_pixels)))
+    x_heldout = np.asarray(scaling.from_pixels(jnp.asarray(heldout_pixels)))
     if init is not None:
         network = init.network
     else:
@@ -302,12 +257,10 @@ def run_train(args) -> int:
         for n in (levels[-1][0], 2 * levels[-1][0]):
             grid = ckpt.grid((n, n))
             num = args.samples if n == levels[-1][0] else max(1, args.samples // 4)
-            fn = jax.jit(
-                lambda k, grid=grid, num=num: reverse_sde_samples(
-                    batched_score(ckpt.network, ckpt.sde), ckpt.sde, grid, k, num, args.sample_steps
-                )
-            )
-            x = fn(jax.random.key(args.seed + 7))
+            # The library's sampler: its noise is keyed by step index, so the same seed gives
+            # the same samples alone, batched or sharded.
+            x, _ = sample(ckpt.model, ckpt.sde, grid, jax.random.key(args.seed + 7), num,
+                          solver="euler", steps=args.sample_steps)
             panels[f"{n}x{n} (reverse SDE, {args.sample_steps} Euler steps)"] = ckpt.to_pixels(x)
         plot_samples(panels, out / "samples.png")
         print(f"samples written in {time.perf_counter() - tick:.1f} s", flush=True)
