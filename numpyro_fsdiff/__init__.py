@@ -34,6 +34,8 @@ from ._sample import tweedie_denoise as tweedie_denoise
 from ._sde import VPSDE as VPSDE
 from ._solver_comparison import compare_solvers as compare_solvers
 from ._sharding import data_mesh as data_mesh
+from ._sharding import global_batch as global_batch
+from ._sharding import map_blocks as map_blocks
 from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate
 from ._sharding import shard_leading_axis as shard_leading_axis

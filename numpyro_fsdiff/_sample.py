@@ -11,11 +11,13 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from ._corrector import LangevinTerm, PredictorCorrector
 from ._custom_types import Array, Field, Float, Int, PRNGKeyArray, ScalarLike
 from ._grid import Grid
 from ._sde import VPSDE, Score
+from ._sharding import check_divisible, map_blocks, shard_leading_axis
 from ._solvers import has_error_estimate, levy_area_for, resolve_solver
 from ._terms import SteppedBrownianPath, brownian_motion
 from ._validation import check_field_shape, check_positive
@@ -356,11 +358,16 @@ def sample_one(
 
 
 @eqx.filter_jit
-def _sample_batch(score, sde, grid, keys, plan, chunk_size):
+def _sample_batch(score, sde, grid, keys, plan, chunk_size, mesh=None):
     one = lambda k: _solve(score, sde, grid, k, None, plan)  # noqa: E731
-    if chunk_size is None:
-        return jax.vmap(one)(keys)
-    return jax.lax.map(one, keys, batch_size=chunk_size)
+
+    def block(keys):
+        if chunk_size is None or chunk_size >= keys.shape[0]:
+            return jax.vmap(one)(keys)
+        return jax.lax.map(one, keys, batch_size=chunk_size)
+
+    # On a mesh, each device solves its own block of keys, `chunk_size` at a time.
+    return block(keys) if mesh is None else map_blocks(block, mesh)(keys)
 
 
 def sample(
@@ -383,6 +390,7 @@ def sample(
     max_steps: int | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
     brownian_tol: float | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[Float[Array, "num n1 n2"], SampleInfo]:
     r"""Draw `num` fields from a score-based model on `grid`.
 
@@ -437,6 +445,11 @@ def sample(
       differentiated (pass `diffrax.RecursiveCheckpointAdjoint()` to differentiate an ODE solve).
     - `brownian_tol`: the `VirtualBrownianTree` tolerance of adaptive SDE solves
       (default $(T - t_\varepsilon)/2^{14}$).
+    - `mesh`: a device mesh (e.g. [`data_mesh`][numpyro_fsdiff.data_mesh]()): the samples
+      are split across the devices of its `"data"` axis (`num` must be a multiple of their
+      number), each device solving its share `chunk_size` at a time; the output is a global
+      array sharded the same way. Each sample depends only on its key, so these are the
+      samples of `mesh=None`.
 
     **Returns:** `(samples, info)`: an array of shape `(num, n1, n2)` and a
     [`SampleInfo`][numpyro_fsdiff.SampleInfo] with per-sample costs of shape `(num,)`.
@@ -482,4 +495,7 @@ def sample(
         brownian_tol=brownian_tol,
     )
     keys = jax.random.split(key, num)
-    return _sample_batch(score, sde, grid, keys, plan, chunk_size)
+    if mesh is not None:
+        check_divisible("num", num, mesh)
+        keys = shard_leading_axis(keys, mesh)
+    return _sample_batch(score, sde, grid, keys, plan, chunk_size, mesh)

@@ -27,12 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from ._checkpoint import JSON_NAME, load_state, read_config, save_checkpoint
 from ._custom_types import Array, ArrayLike, Float, PRNGKeyArray
 from ._grid import Grid, resample
 from ._loss import NoisePredictor, dsm_loss
 from ._sde import VPSDE
+from ._sharding import check_divisible, global_batch, replicate
 from .data._scaling import PixelScaling
 
 
@@ -162,10 +164,12 @@ def _train_step(
     t_eps,
     batched,
 ):
+    # `indices=None`: `data` is the batch itself (a global array, sharded on a mesh).
+    x0 = data if indices is None else data[indices]
+
     def loss_fn(p):
-        return dsm_loss(
-            eqx.combine(p, static), sde, data[indices], key, grid=grid, t_eps=t_eps, batched=batched
-        )
+        network = eqx.combine(p, static)
+        return dsm_loss(network, sde, x0, key, grid=grid, t_eps=t_eps, batched=batched)
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -277,22 +281,26 @@ def _check_int(name, value, lo):
     return int(value)
 
 
-def _batch_indices(seed: int, level: int, level_step: int, num: int, batch: int) -> np.ndarray:
-    """Indices of the batch of `level_step`: epochs of a seeded permutation (no repeats)."""
+def _batch_indices(
+    seed: int, level: int, level_step: int, num: int, batch: int, stream: tuple = ()
+) -> np.ndarray:
+    """Indices of the batch of `level_step`: epochs of a seeded permutation (no repeats).
+
+    `stream` extends the seed (a process index on a multi-host run)."""
     per_epoch = num // batch
     epoch, position = divmod(level_step, per_epoch)
-    perm = _permutation(seed, level, epoch, num)
+    perm = _permutation(seed, level, epoch, num, tuple(stream))
     return perm[position * batch : (position + 1) * batch]
 
 
 _PERMUTATIONS: dict = {}
 
 
-def _permutation(seed, level, epoch, num):
-    key = (seed, level, epoch, num)
+def _permutation(seed, level, epoch, num, stream=()):
+    key = (seed, level, epoch, num, stream)
     if key not in _PERMUTATIONS:
         _PERMUTATIONS.clear()
-        _PERMUTATIONS[key] = np.random.default_rng([seed, level, epoch]).permutation(num)
+        _PERMUTATIONS[key] = np.random.default_rng([seed, level, epoch, *stream]).permutation(num)
     return _PERMUTATIONS[key]
 
 
@@ -326,6 +334,7 @@ def train(
     metadata: dict | None = None,
     stop_after: int | None = None,
     batched: bool | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     r"""Train a noise predictor by denoising score matching, coarse to fine.
 
@@ -380,6 +389,16 @@ def train(
     - `batched`: evaluate batches with `network.batched(xs, ts)` rather than `jax.vmap`
       (default: if the network's class defines `batched`, as
       [`FNO`][numpyro_fsdiff.nn.FNO] does).
+    - `mesh`: a device mesh (e.g. [`data_mesh`][numpyro_fsdiff.data_mesh]()) for data-parallel
+      training: each batch is split across the devices of its `"data"` axis (`batch_size`
+      must be a multiple of their number), the weights, their EMA and the optimiser state are
+      replicated, and `jit` partitions the same step, summing the gradients over devices. The
+      batches, times and noise are those of `mesh=None`, so the loss curve is the same up to
+      float rounding. On several processes (after `jax.distributed.initialize()`), `data` is
+      this process's part of the dataset (see [`load`][numpyro_fsdiff.data.load]'s
+      `process_slice`) and each process draws `batch_size / jax.process_count()` fields of
+      every batch from it ([`global_batch`][numpyro_fsdiff.global_batch]); checkpoints are
+      gathered to the host and written by process 0.
 
     **Returns:** a [`TrainResult`][numpyro_fsdiff.TrainResult].
 
@@ -409,7 +428,17 @@ def train(
     num = data.shape[0]
     batched = has_batched_path(network) if batched is None else bool(batched)
     batch_size = _check_int("batch_size", batch_size, 1)
-    if batch_size > num:
+    local_batch, stream = batch_size, ()
+    if mesh is not None:
+        check_divisible("batch_size", batch_size, mesh)
+        processes = jax.process_count()
+        if batch_size % processes:
+            raise ValueError(
+                f"`batch_size` = {batch_size} must be a multiple of the {processes} processes."
+            )
+        local_batch = batch_size // processes
+        stream = () if processes == 1 else (jax.process_index(),)
+    if local_batch > num:
         raise ValueError(f"`batch_size` must be <= the number of fields {num}; got {batch_size}.")
     total = sum(level.steps for level in levels)
     if lr_schedule not in ("global", "per-level"):
@@ -494,6 +523,8 @@ def train(
         history = list(record.get("history", []))
         wall_time = float(record.get("wall_time", 0.0))
         cpu_time = float(record.get("cpu_time", 0.0))
+    if mesh is not None:
+        params, ema, opt_state = replicate((params, ema, opt_state), mesh)
 
     def checkpoint(at_step):
         if checkpoint_dir is None:
@@ -503,16 +534,21 @@ def train(
                 f"the weights became NaN or inf by step {at_step}; training stopped and the "
                 f"last good checkpoint in {checkpoint_dir} is kept."
             )
+        state = (params, ema, opt_state)
+        if mesh is not None:
+            if jax.process_index() != 0:
+                return
+            state = jax.device_get(state)  # replicated: every process holds the whole state
         save_checkpoint(
             checkpoint_dir,
-            eqx.combine(ema, static),
+            eqx.combine(state[1], static),
             sde,
             scaling=scaling,
             lengths=lengths,
             step=at_step,
             training=config,
             history=history,
-            state=(params, ema, opt_state),
+            state=state,
             extra={"wall_time": wall_time, "cpu_time": cpu_time, "metadata": metadata or {}},
         )
 
@@ -565,6 +601,8 @@ def train(
                 continue
             grid = Grid(level.shape, lengths)
             level_data = _bring_to(data, level.shape, method)
+            if mesh is not None:
+                level_data = np.asarray(level_data)  # batches are cut on the host
             pending: list = []
             interval_start = time.perf_counter()
             interval_cpu = time.process_time()
@@ -572,9 +610,11 @@ def train(
             first = True
             while step < min(end, stop_at):
                 tick = time.perf_counter()
-                indices = jnp.asarray(
-                    _batch_indices(int(seed), index, step - start, num, batch_size)
-                )
+                rows = _batch_indices(int(seed), index, step - start, num, local_batch, stream)
+                if mesh is None:
+                    batch_data, indices = level_data, jnp.asarray(rows)
+                else:
+                    batch_data, indices = global_batch(level_data[rows], mesh), None
                 params, ema, opt_state, loss = _train_step(
                     params,
                     ema,
@@ -582,7 +622,7 @@ def train(
                     static,
                     optimizer,
                     sde,
-                    level_data,
+                    batch_data,
                     indices,
                     jax.random.fold_in(key, step),
                     jnp.asarray(step, jnp.float32),

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._sharding import process_slice as _process_slice
 from ._idx import DATASETS, dataset_files, find_files, read_idx, search_roots
 from ._idx import download as fetch
 
@@ -31,12 +32,26 @@ def _as_dataset(images: np.ndarray, labels: np.ndarray, source: str) -> Dataset:
     return Dataset(images.astype(np.float32) / 255.0, labels.astype(np.int32))
 
 
+def _take_part(images: np.ndarray, labels: np.ndarray, part) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of `part`: `False` all, `True` this process's, or a `slice`."""
+    if part is False:
+        return images, labels
+    if part is True:
+        part = _process_slice(images.shape[0])
+    if not isinstance(part, slice):
+        raise ValueError(
+            f"`process_slice` must be False, True or a slice of the examples; got {part!r}."
+        )
+    return images[part], labels[part]
+
+
 def load(
     name: str,
     split: str = "train",
     root: str | os.PathLike | None = None,
     *,
     download: bool = False,
+    process_slice: bool | slice = False,
 ) -> Dataset:
     r"""Load MNIST or Fashion-MNIST from the canonical gzip IDX files.
 
@@ -57,6 +72,10 @@ def load(
     - `root`: a folder to look in first.
     - `download`: if the files are not found, fetch them from the canonical mirrors into
       `root/name` (or `~/.cache/numpyro_fsdiff/name`), verifying their checksums.
+    - `process_slice`: `True` keeps only this process's contiguous part of the split on a
+      multi-host run ([`process_slice`][numpyro_fsdiff.process_slice]; everything with one
+      process), for [`train`][numpyro_fsdiff.train] with a `mesh`; a `slice` keeps those
+      examples.
 
     **Returns:** a [`Dataset`][numpyro_fsdiff.data.Dataset] `(images, labels)`.
 
@@ -86,21 +105,27 @@ def load(
     images_path, labels_path = found
     images = read_idx(images_path, files.images_md5)
     labels = read_idx(labels_path, files.labels_md5)
+    images, labels = _take_part(images, labels, process_slice)
     return _as_dataset(images, labels, str(images_path.parent))
 
 
-def load_subset() -> Dataset:
+def load_subset(*, process_slice: bool | slice = False) -> Dataset:
     """The first 2,000 images of the MNIST test split, shipped with the package.
 
     For offline examples and tests. MNIST is by Y. LeCun, C. Cortes and C. J. C. Burges and
     is licensed CC BY-SA 3.0; see `numpyro_fsdiff/data/_subset/README.md`.
+
+    **Arguments:**
+
+    - `process_slice`: as for [`load`][numpyro_fsdiff.data.load].
 
     **Returns:** a [`Dataset`][numpyro_fsdiff.data.Dataset] with the same scaling as
     [`load`][numpyro_fsdiff.data.load].
     """
     resource = importlib.resources.files("numpyro_fsdiff.data") / "_subset" / "mnist_test_2000.npz"
     with importlib.resources.as_file(resource) as path, np.load(path) as archive:
-        return _as_dataset(archive["images"], archive["labels"], str(path))
+        images, labels = _take_part(archive["images"], archive["labels"], process_slice)
+        return _as_dataset(images, labels, str(path))
 
 
 __all__ = ["DATASETS", "Dataset", "load", "load_subset"]
