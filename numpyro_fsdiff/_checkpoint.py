@@ -345,9 +345,14 @@ def load_checkpoint(path: str | os.PathLike, *, network_cls=None) -> Checkpoint:
     !!! example
 
         ```python
-        ckpt = numpyro_fsdiff.load_checkpoint("runs/mnist")
+        from importlib.resources import files
+
+        import numpyro_fsdiff
+
+        folder = files("numpyro_fsdiff") / "weights" / "mnist"  # a shipped run; yours: "runs/mnist"
+        ckpt = numpyro_fsdiff.load_checkpoint(folder)
         score = ckpt.model            # S(x, t) on one field of any size
-        pixels = ckpt.to_pixels(x)    # in [0, 1]
+        pixels = ckpt.to_pixels(jnp.zeros((28, 28)))  # model space to [0, 1]
         ```
     """
     folder = Path(path)

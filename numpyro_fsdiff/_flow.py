@@ -30,11 +30,7 @@ class ProbabilityFlow(Transform):
 
     integrated along the path through `x` (one solve, with the divergence rule of
     `divergence`). Hence
-
-    ```python
-    TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(score, sde, grid))
-    ```
-
+    `TransformedDistribution(GaussianField(Q, grid), ProbabilityFlow(score, sde, grid))`
     has exactly the density of [`DiffusionPrior`][numpyro_fsdiff.DiffusionPrior], and
     `numpyro.infer.reparam.TransformReparam` turns a model on $x$ into one on the Gaussian
     latent $z$: the prior density there is exact ($N(0, Q)$, no divergence), and the model
@@ -67,10 +63,20 @@ class ProbabilityFlow(Transform):
     !!! example
 
         ```python
-        flow = ProbabilityFlow(score, sde, grid)
+        from numpyro.infer.reparam import TransformReparam
+        from numpyro_fsdiff.covariance import Matern
+
+        sde = VPSDE(Matern(2.0, 3.0))
+        grid = Grid((8, 8))
+        score = GaussianScore(Matern(1.5, 2.0, 2.0), sde, grid)  # or a trained network
+        flow = ProbabilityFlow(score, sde, grid, solver="heun", steps=4)
         prior = dist.TransformedDistribution(GaussianField(sde.covariance, grid), flow)
-        with numpyro.handlers.reparam(config={"x": TransformReparam()}):
-            x = numpyro.sample("x", prior)
+
+        def model():
+            with numpyro.handlers.reparam(config={"x": TransformReparam()}):
+                return numpyro.sample("x", prior)  # NUTS would sample the latent "x_base"
+
+        x = numpyro.handlers.seed(model, jax.random.key(0))()
         ```
     """
 

@@ -29,8 +29,11 @@ class GaussianField(dist.Distribution):
     !!! example
 
         ```python
+        from numpyro_fsdiff.covariance import Matern
+
         prior = GaussianField(Matern(alpha=2.0, tau=3.0), Grid((32, 32)))
-        u = numpyro.sample("u", prior)
+        u = prior.sample(jax.random.key(0), (4,))  # four fields of shape (32, 32)
+        log_density = prior.log_prob(u)            # exact, shape (4,)
         ```
     """
 

@@ -28,7 +28,11 @@ class Grid(eqx.Module):
 
         ```python
         grid = Grid((28, 28))
-        grid.inner(u, v)  # the L2(D) inner product by quadrature
+        x1, x2 = grid.coords()
+        u = jnp.sin(2 * jnp.pi * x1)
+        v = jnp.sin(2 * jnp.pi * x1) * jnp.cos(2 * jnp.pi * x2)
+        grid.inner(u, u)  # the L2(D) inner product by quadrature: 1/2 on every grid
+        grid.inner(u, v)  # 0: different Fourier modes
         ```
     """
 

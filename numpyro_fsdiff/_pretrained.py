@@ -27,9 +27,13 @@ def pretrained(name: str) -> Checkpoint:
     !!! example
 
         ```python
+        import numpyro_fsdiff
+
         ckpt = numpyro_fsdiff.pretrained("mnist")
         grid = ckpt.grid((56, 56))
-        score = ckpt.model   # S(x, t) on (56, 56) fields
+        score = ckpt.model   # S(x, t) on (56, 56) fields, e.g. for numpyro_fsdiff.sample:
+        # x, _ = numpyro_fsdiff.sample(score, ckpt.sde, grid, jax.random.key(0), 16, steps=200)
+        # images = ckpt.to_pixels(x)  # (16, 56, 56) in [0, 1]
         ```
     """
     if name not in PRETRAINED:

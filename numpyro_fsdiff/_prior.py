@@ -104,9 +104,19 @@ class DiffusionPrior(dist.Distribution):
     !!! example
 
         ```python
-        def model(y):
-            x = numpyro.sample("x", DiffusionPrior(score, sde, grid))
+        from numpyro.infer import Predictive
+        from numpyro_fsdiff.covariance import Matern
+
+        sde = VPSDE(Matern(2.0, 3.0))
+        grid = Grid((8, 8))
+        score = GaussianScore(Matern(1.5, 2.0, 2.0), sde, grid)  # or a trained network
+        blur = lambda x: fsd.inverse.GaussianBlur(0.05)(x, grid)
+
+        def model(y=None):
+            x = numpyro.sample("x", DiffusionPrior(score, sde, grid, solver="heun", steps=4))
             numpyro.sample("y", dist.Normal(blur(x), 0.1).to_event(2), obs=y)
+
+        draws = Predictive(model, num_samples=2)(jax.random.key(0))  # draws["x"]: (2, 8, 8)
         ```
     """
 

@@ -461,10 +461,14 @@ def sample(
     !!! example
 
         ```python
+        from numpyro_fsdiff.covariance import Matern
+
         sde = VPSDE(Matern(2.0, 3.0))
-        grid = Grid((28, 28))
-        x, info = sample(score, sde, grid, jax.random.key(0), 64)
-        x, info = sample(score, sde, grid.with_shape((56, 56)), key, 16, method="ode")
+        grid = Grid((16, 16))
+        score = GaussianScore(Matern(1.5, 2.0, 2.0), sde, grid)  # exact; or a network
+        x, info = sample(score, sde, grid, jax.random.key(0), 8, method="ode", solver="heun",
+                         steps=10)  # x: (8, 16, 16); without method: 500 Euler-Maruyama steps
+        info.num_score_evaluations  # per sample: 2 per Heun step + 1 for the Tweedie step
         ```
 
     ??? cite "References"

@@ -407,7 +407,14 @@ def train(
     !!! example
 
         ```python
-        result = train(FNO(key=key), sde, x_train, levels=[(14, 2000), (28, 1000)])
+        from numpyro_fsdiff.covariance import Matern
+        from numpyro_fsdiff.nn import FNO
+
+        sde = VPSDE(Matern(alpha=2.0, tau=3.0))
+        x_train = Matern(1.5, 2.0, 2.0).sample(jax.random.key(0), Grid((16, 16)), (32,))
+        levels = [(8, 3), (16, 2)]  # 3 steps at 8 x 8, then 2 at 16 x 16; real runs: thousands
+        network = FNO(modes=3, width=4, depth=1, key=jax.random.key(1))
+        result = train(network, sde, x_train, levels, batch_size=8, progress=False)
         score = NoisePredictionScore(result.network, sde)
         ```
 

@@ -85,7 +85,13 @@ def load(
     !!! example
 
         ```python
-        images, labels = numpyro_fsdiff.data.load("mnist", split="test")
+        import numpyro_fsdiff
+
+        try:
+            images, labels = numpyro_fsdiff.data.load("mnist", split="test")  # (10000, 28, 28)
+        except FileNotFoundError:  # no IDX files here: the 2,000 test images that ship
+            images, labels = numpyro_fsdiff.data.load_subset()
+        x = numpyro_fsdiff.data.PixelScaling().from_pixels(jnp.asarray(images[:8]))  # 2u - 1
         ```
     """
     files = dataset_files(name, split)

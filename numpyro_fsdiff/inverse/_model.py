@@ -40,9 +40,17 @@ def model(
 
         ```python
         from numpyro.infer import MCMC, NUTS
-        kernel = NUTS(model)
-        mcmc = MCMC(kernel, num_warmup=200, num_samples=200)
-        mcmc.run(key, y, op, prior, noise=GaussianNoise(0.05), grid=grid)
+        from numpyro_fsdiff.covariance import Matern
+
+        grid = fsd.Grid((8, 8))
+        op = GaussianBlur(0.05)
+        prior = fsd.GaussianField(Matern(2.0, 3.0), grid)
+        u_true = prior.sample(jax.random.key(0))
+        y = op(u_true, grid) + 0.05 * jax.random.normal(jax.random.key(1), op.data_shape(grid))
+        kernel = NUTS(model, max_tree_depth=2)
+        mcmc = MCMC(kernel, num_warmup=5, num_samples=5, progress_bar=False)  # real runs: 100s
+        mcmc.run(jax.random.key(2), y, op, prior, noise=GaussianNoise(0.05), grid=grid)
+        u_mean = mcmc.get_samples()["u"].mean(0)
         ```
     """
     check_problem(y, operator, prior, noise=noise, grid=grid)

@@ -466,6 +466,8 @@ class Compose(AbstractOperator):
         # blur, then observe outside a central square on the 28 x 28 grid
         op = Compose(Mask(lambda x1, x2: abs(x1 - 0.5) + abs(x2 - 0.5) > 0.3),
                      GaussianBlur(1 / 28, shape=(28, 28)))
+        grid = fsd.Grid((56, 56))            # the unknown may live on a finer grid
+        y = op(jnp.ones(grid.shape), grid)   # shape op.data_shape(grid)
         ```
 
     **Arguments:**

@@ -102,10 +102,12 @@ class FNO(eqx.Module):
     !!! example
 
         ```python
-        model = FNO(modes=14, width=32, depth=4, key=jax.random.key(0))
+        model = FNO(modes=3, width=4, depth=1, key=jax.random.key(0))  # the paper: 14, 32, 4
+        x = jax.random.normal(jax.random.key(1), (12, 12))
         eps = model(x, 0.5)                        # x: (n1, n2), any grid
-        eps = jax.vmap(model)(xs, ts)              # a batch
-        eps = model.batched(xs, ts)                # the same, without vmap
+        xs = jax.random.normal(jax.random.key(2), (3, 12, 12))
+        ts = jnp.array([0.1, 0.5, 0.9])
+        eps = model.batched(xs, ts)                # a batch: jax.vmap(model)(xs, ts), faster
         ```
 
     ??? cite "References"
