@@ -22,6 +22,7 @@ from ._grid import Grid
 from ._io import save_figure, write_text
 from ._sample import sample
 from ._sde import VPSDE
+from ._sharding import data_mesh
 from ._training import heldout_loss, train
 
 COVARIANCES = {"matern": cov.Matern, "laplacian": cov.LaplacianPower, "white": cov.WhiteNoise}
@@ -150,6 +151,19 @@ def evaluate_run(
     return losses
 
 
+def _mesh(devices: int | None):
+    """A data mesh of the first `devices` devices, or `None`."""
+    if devices is None:
+        return None
+    available = jax.devices()
+    if not 1 <= devices <= len(available):
+        raise ValueError(
+            f"`--devices` must be between 1 and the {len(available)} devices of JAX's "
+            f"{jax.default_backend()} backend; got {devices}."
+        )
+    return data_mesh(available[:devices])
+
+
 def run_train(args) -> int:
     from .data import PixelScaling, load, load_subset
     from .nn import FNO
@@ -245,6 +259,7 @@ def run_train(args) -> int:
         log_every=args.log_every,
         progress=not args.no_progress,
         metadata=metadata,
+        mesh=_mesh(args.devices),
     )
     print(f"trained {result.step} steps in {result.wall_time:.1f} s", flush=True)
     plot_loss(result.history, out / "loss.png")
@@ -338,6 +353,13 @@ def add_parsers(commands) -> None:
     p.add_argument("--samples", type=int, default=64, help="samples in samples.png (0: none)")
     p.add_argument("--sample-steps", type=int, default=200)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="data-parallel training on the first N of jax.devices() (the batch is split "
+        "across them; --batch-size must be a multiple of N)",
+    )
     p.set_defaults(run=run_train, argv=None)
 
     data = commands.add_parser("data", help="dataset utilities")

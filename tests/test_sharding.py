@@ -179,3 +179,13 @@ def test_global_batch_with_one_process_is_the_local_batch():
     assert batch["x"].shape == (4, 3) and np.array_equal(batch["x"], local)
     with pytest.raises(ValueError, match="axis 'data'"):
         global_batch(local, Mesh(np.array(jax.devices()), ("batch",)))
+
+
+def test_fsdiff_train_devices_option_builds_a_data_mesh():
+    from numpyro_fsdiff._train_command import _mesh
+
+    assert _mesh(None) is None
+    mesh = _mesh(1)
+    assert mesh.shape == {"data": 1} and list(mesh.devices.flat) == jax.devices()[:1]
+    with pytest.raises(ValueError, match="--devices"):
+        _mesh(len(jax.devices()) + 1)
