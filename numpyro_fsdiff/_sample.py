@@ -240,6 +240,26 @@ def _needs_time_reversal(solver: diffrax.AbstractSolver) -> bool:
     return isinstance(solver, diffrax.AbstractSRK)
 
 
+def backward_sde_solve_args(terms, solver: diffrax.AbstractSolver, t0, t1, dt0):
+    r"""`(terms, t0, t1, dt0)` for a reverse-time SDE solve ($t_0 > t_1$) with `solver`.
+
+    Unchanged for every solver but the SRK ones (SRA1, ShARK, SEA, also as a predictor), for
+    which Diffrax 0.7.2 takes the drift step with the wrong sign when `t0 > t1` (Diffrax issue
+    598): those solve forwards in $s = -t$ with the terms wrapped in `_TimeReversed` (the
+    Langevin corrector's term is only re-timed). The one place this workaround lives; the
+    samplers of `sample` and the DPS sampler of `numpyro_fsdiff.inverse` both call it.
+    """
+    if not _needs_time_reversal(solver):
+        return terms, t0, t1, dt0
+    terms = jax.tree.map(
+        lambda term: _TimeReversed(term, not isinstance(term, LangevinTerm)),
+        terms,
+        is_leaf=lambda x: isinstance(x, diffrax.AbstractTerm)
+        and not isinstance(x, diffrax.MultiTerm),
+    )
+    return terms, -t0, -t1, -dt0
+
+
 def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
     key_init, key_noise, key_corrector = jax.random.split(key, 3)
     if x_T is None:
@@ -263,14 +283,8 @@ def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
                 *terms.terms, LangevinTerm(score, sde, grid, corrector_noise)
             )
     dt0 = plan.dt0
-    if plan.method != "ode" and _needs_time_reversal(plan.solver):
-        terms = jax.tree.map(
-            lambda term: _TimeReversed(term, not isinstance(term, LangevinTerm)),
-            terms,
-            is_leaf=lambda x: isinstance(x, diffrax.AbstractTerm)
-            and not isinstance(x, diffrax.MultiTerm),
-        )
-        t0, t1, dt0 = -t0, -t1, -dt0
+    if plan.method != "ode":
+        terms, t0, t1, dt0 = backward_sde_solve_args(terms, plan.solver, t0, t1, dt0)
     solution = diffrax.diffeqsolve(
         terms,
         plan.solver,

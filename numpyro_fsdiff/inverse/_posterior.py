@@ -452,7 +452,7 @@ class DPS(AbstractSampler):
 @eqx.filter_jit
 def _dps_solve(sampler: DPS, solver, problem: _Problem, keys):
     """All DPS solves, compiled once per sampler structure, problem and shapes."""
-    from .._sample import tweedie_denoise
+    from .._sample import backward_sde_solve_args, tweedie_denoise
 
     grid, sde = problem.grid, sampler.sde
     guided = guided_score(
@@ -467,12 +467,16 @@ def _dps_solve(sampler: DPS, solver, problem: _Problem, keys):
         x_T = sde.covariance.sample(key_init, grid)
         brownian = brownian_motion(key_noise, grid, t0, t1, levy_area=levy_area_for(solver),
                                    dt=dt0)
+        # the SRK solvers need the time-reversal workaround of `sample` (Diffrax issue 598)
+        terms, s0, s1, ds0 = backward_sde_solve_args(
+            sde.reverse_terms(guided, brownian, grid), solver, t0, t1, dt0
+        )
         solution = diffrax.diffeqsolve(
-            sde.reverse_terms(guided, brownian, grid),
+            terms,
             solver,
-            t0,
-            t1,
-            dt0=dt0,
+            s0,
+            s1,
+            dt0=ds0,
             y0=x_T,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.ConstantStepSize(),
