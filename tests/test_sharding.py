@@ -53,7 +53,7 @@ y = operator(truth, small) + 0.1 * jax.random.normal(jax.random.key(4), operator
 problem = dict(grid=small, noise=GaussianNoise(0.1))
 """
 
-SAMPLE_TRAIN_DPS = """
+SAMPLE_TRAIN = """
 grid = fsd.Grid((8, 8))
 score = fsd.GaussianScore(LaplacianPower(1.5, 4.0), sde, grid)
 
@@ -95,21 +95,10 @@ raises(lambda: fsd.train(net, sde, data, mesh=mesh, levels=[(8, 1)], batch_size=
        "`batch_size` = 6")
 report("train")
 
-# DPS: the solves split across the devices, the same draws.
-dps = DPS(fsd.GaussianScore(LaplacianPower(1.5, 4.0), sde, small), sde, num_samples=4,
-          steps=4, batch_size=1, weighting="normalised")
-plain = posterior(jax.random.key(6), y, operator, None, dps, **problem)
-sharded = posterior(jax.random.key(6), y, operator, None, dps, mesh=mesh, **problem)
-on_four_devices(sharded.samples)
-close(sharded.samples, plain.samples, rtol=1e-4, atol=1e-4)
-raises(lambda: posterior(jax.random.key(6), y, operator, None,
-                         DPS(dps.score, sde, num_samples=2), mesh=mesh, **problem),
-       "`num_samples` = 2")
-report("dps")
 print("OK")
 """
 
-NUTS_CHAINS = """
+POSTERIOR = """
 # NUTS: four chains, one a device, vectorised; the draws of the unsharded vectorised run.
 nuts = NUTS(num_warmup=4, num_samples=4, num_chains=4, chain_method="vectorized",
             max_tree_depth=2)
@@ -121,6 +110,18 @@ close(sharded.samples, plain.samples, rtol=1e-4, atol=1e-5)
 raises(lambda: posterior(*args[:4], NUTS(num_chains=2), mesh=mesh, **problem),
        "`num_chains` = 2")
 report("nuts")
+
+# DPS: the solves split across the devices, the same draws.
+dps = DPS(fsd.GaussianScore(LaplacianPower(1.5, 4.0), sde, small), sde, num_samples=4,
+          steps=4, batch_size=1, weighting="normalised")
+plain = posterior(jax.random.key(6), y, operator, None, dps, **problem)
+sharded = posterior(jax.random.key(6), y, operator, None, dps, mesh=mesh, **problem)
+on_four_devices(sharded.samples)
+close(sharded.samples, plain.samples, rtol=1e-4, atol=1e-4)
+raises(lambda: posterior(jax.random.key(6), y, operator, None,
+                         DPS(dps.score, sde, num_samples=2), mesh=mesh, **problem),
+       "`num_samples` = 2")
+report("dps")
 print("OK")
 """
 
@@ -138,15 +139,15 @@ def _run_on_four_devices(script: str) -> str:
     return result.stdout
 
 
-def test_sharded_sampling_training_and_dps_agree_with_unsharded_on_four_devices():
-    _run_on_four_devices(SAMPLE_TRAIN_DPS)
+def test_sharded_sampling_and_training_agree_with_unsharded_on_four_devices():
+    _run_on_four_devices(SAMPLE_TRAIN)
 
 
 @pytest.mark.slow
-def test_sharded_nuts_chains_agree_with_unsharded_on_four_devices():
+def test_sharded_nuts_chains_and_dps_solves_agree_with_unsharded_on_four_devices():
     # Slow: numpyro compiles NUTS's warm-up and sampling loops afresh for each run (about
-    # 17 s of CPU for the two here), so it stays out of the default suite.
-    _run_on_four_devices(NUTS_CHAINS)
+    # 17 s of CPU for the two here), and DPS differentiates through the score.
+    _run_on_four_devices(POSTERIOR)
 
 
 def test_process_slice_splits_evenly_and_covers_everything():
