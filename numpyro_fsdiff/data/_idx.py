@@ -197,7 +197,7 @@ def download(
     - `name`: `"mnist"` or `"fashion-mnist"`.
     - `split`: `"train"`, `"test"` or `None` for both.
     - `root`: the parent folder; `~/.cache/numpyro_fsdiff` by default.
-    - `mirrors`: base URLs to try (default [`MIRRORS`][]`[name]`).
+    - `mirrors`: base URLs to try (default: the canonical mirrors of `name`).
 
     **Returns:** the folder holding the files.
     """

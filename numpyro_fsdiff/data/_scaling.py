@@ -11,8 +11,9 @@ class PixelScaling(eqx.Module):
     r"""The affine map $x = (u - c)/s$ from pixel intensities $u \in [0, 1]$ to model space.
 
     The default $c = s = \tfrac12$ gives $x = 2u - 1 \in [-1, 1]$: background pixels at
-    $-1$, ink at $+1$. Models are trained on $x$; [`to_pixels`][] maps samples back and clips
-    to $[0, 1]$.
+    $-1$, ink at $+1$. Models are trained on $x$;
+    [`to_pixels`][numpyro_fsdiff.data.PixelScaling.to_pixels] maps samples back and clips to
+    $[0, 1]$.
 
     **Arguments:**
 
