@@ -1,4 +1,7 @@
-"""Every ```python snippet on the docs pages runs, page by page in one namespace."""
+"""Every ```python snippet on the docs pages runs, page by page in one namespace.
+
+Pages whose snippets are intrinsically expensive (NUTS through the pretrained network's
+probability flow: about 45 s of CPU) run with the slow tests (`make test-slow`)."""
 
 import re
 from pathlib import Path
@@ -9,14 +12,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+SLOW_PAGES = {"prior.md"}
 
 
 def snippets(page: Path) -> list[str]:
     return FENCE.findall(page.read_text())
 
 
+def _name(page: Path) -> str:
+    return str(page.relative_to(ROOT / "docs"))
+
+
 @pytest.mark.parametrize(
-    "page", [p for p in PAGES if snippets(p)], ids=lambda p: str(p.relative_to(ROOT / "docs"))
+    "page",
+    [
+        pytest.param(p, id=_name(p), marks=[pytest.mark.slow] if _name(p) in SLOW_PAGES else [])
+        for p in PAGES
+        if snippets(p)
+    ],
 )
 def test_docs_snippets_run(page, tmp_path, monkeypatch):
     matplotlib.use("Agg")
