@@ -24,8 +24,10 @@ def main(task: str, description: str, argv=None) -> dict:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100,
                         help="DPS reverse-SDE steps, or SVI/MAP optimisation steps")
-    parser.add_argument("--ode-steps", type=int, default=8,
-                        help="fixed Tsit5 steps of the probability-flow prior")
+    parser.add_argument("--ode-steps", type=int, default=10,
+                        help="fixed steps of the probability-flow prior")
+    parser.add_argument("--ode-solver", default="euler",
+                        help="ODE solver of the probability-flow prior")
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="examples_out")
@@ -34,7 +36,8 @@ def main(task: str, description: str, argv=None) -> dict:
         task=task, checkpoint=args.checkpoint, dataset=args.dataset, data_root=args.data_root,
         image=args.image, resolution=args.resolution, sampler=args.sampler,
         num_samples=args.samples, num_warmup=args.warmup, num_chains=args.chains,
-        steps=args.steps, ode_steps=args.ode_steps, guidance=args.guidance, seed=args.seed,
+        steps=args.steps, ode_steps=args.ode_steps, ode_solver=args.ode_solver,
+        guidance=args.guidance, seed=args.seed,
         out=args.out,
     )
     print(json.dumps(report, indent=2))

@@ -35,8 +35,14 @@ def add_parser(commands) -> None:
     invert.add_argument("--chains", type=int, default=2, help="NUTS chains")
     invert.add_argument("--steps", type=int, default=200,
                         help="SVI/MAP optimisation steps, or DPS reverse-SDE steps")
-    invert.add_argument("--ode-steps", type=int, default=8,
-                        help="fixed Tsit5 steps of the probability-flow prior (NUTS/SVI/MAP)")
+    invert.add_argument("--ode-steps", type=int, default=10,
+                        help="fixed steps of the probability-flow prior (NUTS/SVI/MAP)")
+    invert.add_argument("--ode-solver", default="euler",
+                        help="ODE solver of the probability-flow prior; Heun or Tsit5 with few "
+                             "steps are unstable at t_eps (see the docs)")
+    invert.add_argument("--tree-depth", type=int, default=6, help="NUTS maximum tree depth")
+    invert.add_argument("--init-steps", type=int, default=100,
+                        help="Adam steps from a prior draw to each NUTS chain's start")
     invert.add_argument("--guidance", type=float, default=1.0, help="DPS guidance weight")
     invert.add_argument("--seed", type=int, default=0)
     invert.add_argument("--out", default="invert_out", help="output folder")
@@ -51,6 +57,7 @@ def run(args) -> int:
         data_root=args.data_root, image=args.image, resolution=args.resolution,
         sampler=args.sampler, num_samples=args.samples, num_warmup=args.warmup,
         num_chains=args.chains, steps=args.steps, ode_steps=args.ode_steps,
+        ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
         guidance=args.guidance, seed=args.seed, out=args.out,
     )
     print(json.dumps(report, indent=2))
