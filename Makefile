@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+	$(VENV)/bin/mkdocs build --strict --site-dir .site
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow

@@ -143,6 +143,14 @@ def _plan(
     if method == "pc":
         if not isinstance(solver, PredictorCorrector):
             solver = PredictorCorrector(solver, corrector_steps=corrector_steps, snr=snr)
+        if _needs_time_reversal(solver):
+            # The SRK predictors must be re-posed in s = -t (Diffrax issue 598), which hides
+            # the corrector's Langevin term from PredictorCorrector.
+            raise ValueError(
+                "`solver`: method='pc' does not support the SRK predictors (SRA1, ShARK, SEA); "
+                f"got {type(solver.predictor).__name__}. Use 'euler' or 'heun', or "
+                "method='sde' for an SRK solver."
+            )
     if steps is not None:
         _check_steps("steps", steps)
     for name, value in (("rtol", rtol), ("atol", atol)):

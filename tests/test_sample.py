@@ -45,6 +45,7 @@ def _problem():
         (dict(method="pc", corrector_steps=0), "`corrector_steps`"),
         (dict(method="pc", snr=1.5), "`snr`"),
         (dict(method="pc", solver="tsit5"), "`solver`"),
+        (dict(method="pc", solver="shark", steps=4), "SRK predictors"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
