@@ -13,6 +13,7 @@ results (and the exact commands that produced them) are in benchmarks/results/.
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,12 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "train_step": ("bench_train_step.py", [], ["--out", "results/train_step.md"], True),
     "scaling": ("bench_scaling.py", [], ["--out", "results/scaling.md"], True),
-    "sampling": ("bench_sampling.py", ["--num", "64", "--resolution", "28"], [], True),
+    "sampling": (
+        "bench_sampling.py",
+        ["--num", "64", "--resolution", "28"],
+        ["--out", "results/sampling.md"],
+        True,
+    ),
     "logprob": ("bench_logprob.py", [], [], False),
     "multilevel": ("bench_multilevel.py", [], ["--out", "results/multilevel.md"], False),
     "inverse": ("bench_inverse.py", ["--suite", "gaussian"], [], False),
@@ -47,6 +53,9 @@ def main(argv=None) -> int:
         command = [sys.executable, str(HERE / script), *extra]
         if args.write:
             command += [str(HERE / w) if w.startswith("results/") else w for w in write]
+        elif write:
+            # Point a results file that the script writes by default somewhere harmless.
+            command += [write[0], str(Path(tempfile.gettempdir()) / f"fsdiff_bench_{name}.md")]
         print(f"== {name}: {' '.join(command)}", flush=True)
         start = time.perf_counter()
         code = subprocess.call(command)
