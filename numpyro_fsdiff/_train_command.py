@@ -248,6 +248,7 @@ def run_train(args) -> int:
         weight_decay=args.weight_decay,
         clip_norm=args.clip,
         ema_decay=args.ema,
+        lr_schedule=args.lr_schedule,
         method=args.method,
         seed=args.seed,
         checkpoint_dir=out,
@@ -335,6 +336,12 @@ def add_parsers(commands) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument(
+        "--lr-schedule",
+        default="global",
+        choices=["global", "per-level"],
+        help="one warm-up + cosine over all levels (global), or restarted at each level",
+    )
     p.add_argument("--method", default="spectral", choices=["spectral", "area"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-train", type=int, default=None, help="use only the first N images")
