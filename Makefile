@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml tools/find-python.sh
 demo: $(VENV)/.installed
 	$(VENV)/bin/fsdiff demo --out demo_out
 
+# Two pytest workers: XLA compiles on one thread, so one process leaves a core idle much
+# of the time; loadscope keeps a module's fixtures in one worker.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadscope
 	$(VENV)/bin/mkdocs build --strict --site-dir .site
 
 test-slow: $(VENV)/.installed
