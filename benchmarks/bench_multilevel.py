@@ -45,6 +45,7 @@ def run(levels, x_train, x_eval, sde, args, seed):
         levels,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         seed=seed,
         eval_data=x_eval,
         eval_every=args.eval_every,
@@ -77,6 +78,22 @@ def time_to(curve, target):
     return None, None, None
 
 
+def intermediate_lines(row):
+    curve = row["fine"]["curve"]
+    lines = []
+    for fraction in (0.25, 0.5, 0.75, 1.0):
+        target = curve[max(0, round(fraction * len(curve)) - 1)][2]
+        f_step, f_wall, f_cpu = time_to(curve, target)
+        m_step, m_wall, m_cpu = time_to(row["multi"]["curve"], target)
+        reached = m_wall is not None
+        lines.append(
+            f"| {row['repeat']} | {target:.4f} | {f_wall:.1f} ({f_step}) | "
+            + (f"{m_wall:.1f} ({m_step}) | {f_wall / m_wall:.2f}x | {f_cpu / m_cpu:.2f}x |"
+               if reached else "not reached | - | - |")
+        )
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fine-steps", type=int, default=600)
@@ -92,6 +109,12 @@ def main():
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--projection-dim", type=int, default=32)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument(
+        "--lr-schedule",
+        default="global",
+        choices=["global", "per-level"],
+        help="restart the warm-up and cosine at each level (per-level) or not (global)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -149,14 +172,16 @@ def main():
         f"Command: `.venv/bin/python benchmarks/bench_multilevel.py "
         f"--fine-steps {args.fine_steps} --coarse-steps {args.coarse_steps} "
         f"--tail-steps {args.tail_steps} --eval-every {args.eval_every} "
-        f"--num-train {args.num_train} --batch-size {args.batch_size} --repeats {args.repeats}`",
+        f"--num-train {args.num_train} --batch-size {args.batch_size} --repeats {args.repeats} "
+        f"--lr-schedule {args.lr_schedule} --modes {args.modes} --width {args.width} "
+        f"--depth {args.depth} --projection-dim {args.projection_dim}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
         f"(load average at the end {os.getloadavg()[0]:.1f}), JAX {jax.__version__} "
         f"({jax.default_backend()}). Data: {data}.",
         f"Model: FNO(modes={args.modes}, width={args.width}, depth={args.depth}, "
         f"projection_dim={args.projection_dim}); batch {args.batch_size}; AdamW lr {args.lr} "
-        "with warm-up and cosine decay; EMA 0.999; Q = Matern(alpha=1.5, tau=10), "
+        f"with warm-up and cosine decay ({args.lr_schedule} schedule); EMA 0.999; Q = Matern(alpha=1.5, tau=10), "
         "tr(Q)/|D| = 1 on 28 x 28.",
         "",
         "Held-out DSM loss of the EMA weights on 28 x 28 (fixed times and noise), against the "
@@ -180,6 +205,18 @@ def main():
         f"Median speed-up (wall time to the same held-out loss): **{med('ratio'):.2f}x** "
         f"({med('ratio_without_compile'):.2f}x without compile time); median speed-up in "
         f"process CPU time (all threads, insensitive to other jobs): **{med('cpu_ratio'):.2f}x**.",
+        "",
+        "Wall time to intermediate targets (the finest-only run's held-out loss at a quarter, "
+        "half and three quarters of its steps, and at its end):",
+        "",
+        "| repeat | target | finest-only s (step) | multilevel s (step) | wall speed-up "
+        "| CPU-time speed-up |",
+        "|---|---|---|---|---|---|",
+        *[
+            line
+            for row in rows
+            for line in intermediate_lines(row)
+        ],
         "",
         "Compile time (first step of each level): finest-only "
         + ", ".join(f"{row['fine']['compile']:.1f} s" for row in rows)
