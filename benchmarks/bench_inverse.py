@@ -16,6 +16,7 @@ SSIM of the mean, coverage of the pixelwise 90% credible intervals.
 
     python benchmarks/bench_inverse.py --suite gaussian
     python benchmarks/bench_inverse.py --suite mnist --samplers dps map nuts
+    python benchmarks/bench_inverse.py --collect  # fsdiff invert reports -> inverse_mnist.json
     python benchmarks/bench_inverse.py --render   # rewrite benchmarks/results/inverse.md
 """
 
@@ -203,8 +204,10 @@ def render(paths):
                   "(range 2), against the spectrally resampled truth. DPS: 16 samples, 100 "
                   "Euler-Maruyama steps, normalised guidance, weight 1. NUTS and MAP go "
                   "through the probability-flow prior of the `flow` column; NUTS: 2 chains x "
-                  "(30 warm-up + 30 draws), tree depth <= 4, each chain from a prior draw moved "
-                  "50 Adam steps uphill, linearised-posterior mass matrix; MAP: 200 Adam steps. "
+                  "(40 warm-up + 40 draws) at 28 x 28, (30 + 30) at 56 x 56, tree depth <= 4, "
+                  "each chain from a prior draw moved 50 Adam steps uphill, linearised-posterior "
+                  "mass matrix (NUTS had not mixed in any row: R-hat far above 1.01, so its "
+                  "coverage is not the posterior's); MAP: 200 Adam steps from a prior draw. "
                   "R-hat is the maximum / median over pixels (split, rank-normalised); ESS/s "
                   "the minimum bulk ESS over pixels per second of sampling. MAP has a single "
                   "point, so no coverage. The naive inverse is the truncated pseudo-inverse "
