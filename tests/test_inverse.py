@@ -258,7 +258,7 @@ def _shipped_mnist():
         pytest.skip(f"no shipped MNIST checkpoint: {error}")
 
 
-@pytest.mark.slow  # 208 s on the shared 2-core CPU under load 8, mostly compilation
+@pytest.mark.slow  # 93 s on the 2-core CPU at load 1.2 (208 s at load 8), mostly compilation
 def test_nuts_with_the_mnist_checkpoint():
     """CI-sized: 2x super-resolution of an MNIST test digit on a 16 x 16 grid with the shipped
     checkpoint. NUTS runs (chains from optimised prior draws, linearised-posterior mass
