@@ -2,8 +2,9 @@
 
 1. Sample the pretrained model at 28 x 28, 56 x 56 and 112 x 112 (one set of weights, trained
    at 14 and 28: 56 and 112 are zero-shot resolutions).
-2. Solve a deblurring and a 4x super-resolution problem at 28 x 28 with NUTS in the Gaussian
-   latent of the probability-flow prior; panels and the ArviZ summary.
+2. Solve a deblurring and an inpainting problem, observed on the native 28 x 28 grid and posed
+   on 56 x 56, with NUTS in the Gaussian latent of the probability-flow prior; panels and the
+   ArviZ summary.
 3. A small solver comparison (three solvers, two step counts) against the shipped test images.
 4. `report.md`, linking everything, with the measured numbers.
 
@@ -25,16 +26,16 @@ class DemoSettings:
     sample_resolutions: tuple[int, ...] = (28, 56, 112)
     num_samples: int = 16
     sample_steps: int = 100  # reverse-SDE Euler-Maruyama steps
-    # 28, not 56: NUTS through the flow at 56 x 56 took 839 s per task here (load 8) for
-    # 30 + 30 draws, too much for the 10-minute budget; `fsdiff invert --resolution 56` does it.
-    inverse_resolution: int = 28
-    # inpainting is left out: with chains that have not mixed, the mean of two different
-    # completions of the hidden box scores below the zero-filled observation (14.3 vs 14.9 dB)
-    inverse_tasks: tuple[str, ...] = ("deblur", "superres")
-    nuts_warmup: int = 40
-    nuts_samples: int = 40
+    # Observed on the native 28 x 28 grid, inverted zero-shot on 56 x 56.
+    # NUTS through the flow costs about 0.25 s per gradient of two chains at 56 x 56 here, so
+    # the chains are short (30 + 20 draws, tree depth <= 3) and start from MAP-like points;
+    # R-hat and ESS in the report say how far from converged they are.
+    inverse_resolution: int = 56
+    inverse_tasks: tuple[str, ...] = ("deblur", "inpaint")
+    nuts_warmup: int = 30
+    nuts_samples: int = 20
     nuts_chains: int = 2
-    nuts_tree_depth: int = 4
+    nuts_tree_depth: int = 3
     nuts_init_steps: int = 50  # Adam steps from a prior draw to each chain's start
     ode_solver: str = "euler"  # Heun/Tsit5 with few steps blow up at t_eps (see run_task)
     ode_steps: int = 6
