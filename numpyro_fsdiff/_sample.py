@@ -213,12 +213,11 @@ def _plan(
 class _TimeReversed(diffrax.AbstractTerm):
     r"""A term in the time variable $s = -t$, for solves that run forwards in $s$.
 
-    With `negate=True` (drift and noise terms) the vector field is $-v(-s)$, since
-    $\mathrm{d}t = -\mathrm{d}s$, and the control over $[s_0, s_1]$ is that of the real interval
-    $[-s_1, -s_0]$; the reverse-time Brownian increment is then $-\Delta W$ with the right law,
-    and a space-time Lévy area $H$, which keeps its sign under time reversal (Diffrax PR 746),
-    is returned negated so that the product leaves it unchanged. With `negate=False` (the
-    corrector's term) only the time is mapped.
+    The vector field is $-v(-s)$, since $\mathrm{d}t = -\mathrm{d}s$, and the control over
+    $[s_0, s_1]$ is that of the real interval $[-s_1, -s_0]$; the reverse-time Brownian
+    increment is then $-\Delta W$ with the right law, and a space-time Lévy area $H$, which
+    keeps its sign under time reversal (Diffrax PR 746), is returned negated so that the
+    product leaves it unchanged.
 
     Used for the SRK solvers (SRA1, ShARK, SEA), which in Diffrax 0.7.2 take the drift step with
     the wrong sign when `t0 > t1` (Diffrax issue 598; they form $h f$ with $h = t_1 - t_0$
@@ -226,11 +225,9 @@ class _TimeReversed(diffrax.AbstractTerm):
     """
 
     term: diffrax.AbstractTerm
-    negate: bool = eqx.field(static=True)
 
     def vf(self, t, y, args):
-        out = self.term.vf(-t, y, args)
-        return jax.tree.map(jnp.negative, out) if self.negate else out
+        return jax.tree.map(jnp.negative, self.term.vf(-t, y, args))
 
     def contr(self, t0, t1, **kwargs):
         control = self.term.contr(-t1, -t0, **kwargs)
@@ -251,16 +248,16 @@ def _needs_time_reversal(solver: diffrax.AbstractSolver) -> bool:
 def backward_sde_solve_args(terms, solver: diffrax.AbstractSolver, t0, t1, dt0):
     r"""`(terms, t0, t1, dt0)` for a reverse-time SDE solve ($t_0 > t_1$) with `solver`.
 
-    Unchanged for every solver but the SRK ones (SRA1, ShARK, SEA, also as a predictor), for
-    which Diffrax 0.7.2 takes the drift step with the wrong sign when `t0 > t1` (Diffrax issue
-    598): those solve forwards in $s = -t$ with the terms wrapped in `_TimeReversed` (the
-    Langevin corrector's term is only re-timed). The one place this workaround lives; the
-    samplers of `sample` and the DPS sampler of `numpyro_fsdiff.inverse` both call it.
+    Unchanged for every solver but the SRK ones (SRA1, ShARK, SEA), for which Diffrax 0.7.2
+    takes the drift step with the wrong sign when `t0 > t1` (Diffrax issue 598): those solve
+    forwards in $s = -t$ with the terms wrapped in `_TimeReversed`. The one place this
+    workaround lives; the samplers of `sample` and the DPS sampler of `numpyro_fsdiff.inverse`
+    both call it (`method="pc"` rejects SRK predictors, whose corrector term it would hide).
     """
     if not _needs_time_reversal(solver):
         return terms, t0, t1, dt0
     terms = jax.tree.map(
-        lambda term: _TimeReversed(term, not isinstance(term, LangevinTerm)),
+        _TimeReversed,
         terms,
         is_leaf=lambda x: isinstance(x, diffrax.AbstractTerm)
         and not isinstance(x, diffrax.MultiTerm),
