@@ -24,12 +24,13 @@ import optax
 import numpyro_fsdiff as fsd
 
 
-def naive_channels_last(layer, v):
+def naive_grid_major(layer, v):
     """The straightforward spectral layer: rfft2, a complex einsum over the kept modes, irfft2
-    (the baseline the issue measured at about half PyTorch's speed)."""
+    (the baseline the issue measured at about half PyTorch's speed), on the FNO's grid-major
+    layout (n2, n1, batch, channels)."""
     from numpyro_fsdiff.nn._spectral import kept_modes
 
-    v = jnp.moveaxis(v, -1, 1)  # (b, c, n1, n2)
+    v = jnp.transpose(v, (2, 3, 1, 0))  # (b, c, n1, n2)
     _, _, n1, n2 = v.shape
     positive, negative, second = kept_modes(layer.modes, n1, n2)
     m = layer.modes
@@ -43,7 +44,7 @@ def naive_channels_last(layer, v):
     out = jnp.zeros(vhat.shape[:1] + (layer.out_channels,) + vhat.shape[2:], vhat.dtype)
     out = out.at[:, :, :positive, :second].set(mixed[:, :, :positive])
     out = out.at[:, :, n1 - negative :, :second].set(mixed[:, :, positive:])
-    return jnp.moveaxis(jnp.fft.irfft2(out, s=(n1, n2)), 1, -1)
+    return jnp.transpose(jnp.fft.irfft2(out, s=(n1, n2)), (3, 2, 0, 1))
 
 
 def make_step(path: str, sde, optimiser):
@@ -61,13 +62,13 @@ def make_step(path: str, sde, optimiser):
 def benchmark(args, path: str, model_name: str) -> dict:
     key = jax.random.key(0)
     spectral = fsd.nn.SpectralConv2d
-    fast = spectral.batched_channels_last
+    fast = spectral.apply_grid_major
     if model_name == "fno-naive":
-        spectral.batched_channels_last = naive_channels_last
+        spectral.apply_grid_major = naive_grid_major
     try:
         return _benchmark(args, path, model_name, key)
     finally:
-        spectral.batched_channels_last = fast
+        spectral.apply_grid_major = fast
 
 
 def _benchmark(args, path: str, model_name: str, key) -> dict:
@@ -92,6 +93,10 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
     model, opt_state, loss = step(model, opt_state, x0, jax.random.key(2))
     jax.block_until_ready(loss)
     first = time.perf_counter() - start
+    # A few untimed steps: the allocator's heap grows to its working size in the first ones.
+    for s in range(args.warmup):
+        model, opt_state, loss = step(model, opt_state, x0, jax.random.fold_in(jax.random.key(2), s))
+    jax.block_until_ready(loss)
 
     times, cpu_times = [], []
     keys = jax.random.split(jax.random.key(3), args.repeats * args.steps)
@@ -132,8 +137,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
     parser.add_argument("--path", nargs="+", default=["batched"], choices=["batched", "vmap"])
     parser.add_argument("--model", nargs="+", default=["fno"], choices=["fno", "fno-naive", "unet"])
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="do not call numpyro_fsdiff.reuse_freed_memory() (glibc returns freed memory)",
+    )
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
+    allocator = "glibc default"
+    if not args.default_allocator:
+        allocator = "reuse_freed_memory()" if fsd.reuse_freed_memory() else "glibc default"
 
     load_before = os.getloadavg()
     rows = [benchmark(args, p, m) for m in args.model for p in args.path]
@@ -151,7 +165,8 @@ def main(argv=None):
     config = (
         f"batch {args.batch}, grid {args.size} x {args.size}, modes {args.modes}, width "
         f"{args.width}, depth {args.depth}, projection {args.projection_dim}; "
-        f"median of {args.repeats} runs of {args.steps} steps"
+        f"median of {args.repeats} runs of {args.steps} steps after {args.warmup} warm-up "
+        f"steps; allocator: {allocator}"
     )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -168,5 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    jnp.zeros(())  # initialise the backend before timing
     main()

@@ -6,6 +6,7 @@ from . import covariance as covariance
 from . import inverse as inverse
 from . import metrics as metrics
 from . import nn as nn
+from ._allocator import reuse_freed_memory as reuse_freed_memory
 from ._analytic import GaussianScore as GaussianScore
 from ._flow import ProbabilityFlow as ProbabilityFlow
 from ._gaussian_field import GaussianField as GaussianField

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ._allocator import reuse_freed_memory
+
+    reuse_freed_memory()  # before any JAX computation; see its docstring
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

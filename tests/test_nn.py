@@ -94,19 +94,19 @@ def test_spectral_conv_matches_complex_einsum_reference(shape, key, x64):
 
     @eqx.filter_jit
     def evaluate(layer, batch):
-        last = layer.batched_channels_last(jnp.moveaxis(batch, 1, -1))
+        grid_major = layer.apply_grid_major(jnp.transpose(batch, (3, 2, 0, 1)))
         return (
             layer(batch[0]),
             layer.batched(batch),
-            jnp.moveaxis(last, -1, 1),
+            jnp.transpose(grid_major, (2, 3, 1, 0)),
             jax.vmap(spectral_conv_reference, (None, 0))(layer, batch),
         )
 
-    single, batched, channels_last, slow = evaluate(layer, batch)
+    single, batched, grid_major, slow = evaluate(layer, batch)
     assert float(jnp.max(jnp.abs(slow))) > 0.1
     np.testing.assert_allclose(single, slow[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(batched, slow, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(channels_last, slow, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grid_major, slow, rtol=1e-12, atol=1e-12)
 
 
 def test_spectral_conv_acts_on_single_frequencies(key, x64):

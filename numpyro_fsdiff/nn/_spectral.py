@@ -34,32 +34,44 @@ def dft_matrices(modes: int, n1: int, n2: int) -> tuple[np.ndarray, ...]:
     r"""Real matrices of the truncated forward and inverse 2-D DFT of a spectral layer.
 
     With $\psi = 2\pi k_2 y / n_2$ and $\phi = 2\pi k_1 x / n_1$ over the kept wavenumbers
-    (rows $k_1 = 0, \dots$, then the negative ones; $k_2 \ge 0$):
+    $k_2 \ge 0$ and $k_1$ (rows $k_1 = 0, \dots$, then the negative ones), and index pairs
+    $p, q \in \{\Re, \Im\}$:
 
-    - `fy[y, p, k2]`: $(\cos\psi, -\sin\psi)$, the real DFT along the second axis;
-    - `fx[k1, q, x, p]`: the complex DFT $e^{-i\phi}$ along the first axis, acting on
-      (real, imaginary) pairs $p$ and giving pairs $q$;
-    - `hx[x, q, k1, p]`: its inverse $e^{+i\phi}$ (without the $1/n_1$);
-    - `hy[q, k2, y]`: $c_{k_2} (\cos\psi, -\sin\psi) / (n_1 n_2)$, the real part of the
+    - `fy[(k2, q), y]`: $(\cos\psi, -\sin\psi)$, the real DFT along the second axis;
+    - `fx[(k1, q), (p, x)]`: the complex DFT $e^{-i\phi}$ along the first axis, from (real,
+      imaginary) pairs $p$ to pairs $q$;
+    - `hx[(p, x), (k1, q)]`: its inverse $e^{+i\phi}$ (without the $1/n_1$);
+    - `hy[y, (k2, p)]`: $c_{k_2} (\cos\psi, -\sin\psi) / (n_1 n_2)$, the real part of the
       inverse along the second axis, $c_0 = 1$ and $c_{k_2} = 2$ otherwise (the Hermitian
       partner $-k_2$), exactly what `irfft2` does with a half spectrum whose Nyquist column is
       zero.
 
-    Computed in float64 with NumPy, once per `(modes, n1, n2)`.
+    Shapes: `fy` $(2K_2, n_2)$, `fx` $(2K_1, 2n_1)$, `hx` $(2n_1, 2K_1)$, `hy` $(n_2, 2K_2)$
+    for $K_1$ kept $k_1$ and $K_2$ kept $k_2$. Computed in float64 with NumPy, once per
+    `(modes, n1, n2)`.
     """
     positive, negative, second = kept_modes(modes, n1, n2)
     k1 = np.concatenate([np.arange(positive), np.arange(-negative, 0)])
     k2 = np.arange(second)
-    psi = 2 * np.pi * np.outer(np.arange(n2), k2) / n2  # (y, K2)
-    fy = np.stack([np.cos(psi), -np.sin(psi)], axis=1)
+    psi = 2 * np.pi * np.outer(k2, np.arange(n2)) / n2  # (K2, y)
+    fy = np.stack([np.cos(psi), -np.sin(psi)], axis=1).reshape(2 * second, n2)
     phi = 2 * np.pi * np.outer(k1, np.arange(n1)) / n1  # (K1, x)
     c, s = np.cos(phi), np.sin(phi)
-    fx = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], axis=1)
-    c, s = c.T, s.T
-    hx = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], axis=1)
+    # (k1, q, p, x): Re out = c Re + s Im, Im out = -s Re + c Im.
+    fx = np.stack([np.stack([c, s], axis=1), np.stack([-s, c], axis=1)], axis=1)
+    fx = fx.reshape(2 * k1.size, 2 * n1)
+    # (p, x, k1, q): Re out = c Re - s Im, Im out = s Re + c Im.
+    hx = np.stack([np.stack([c.T, -s.T], axis=-1), np.stack([s.T, c.T], axis=-1)])
+    hx = hx.reshape(2 * n1, 2 * k1.size)
     weight = np.where(k2 == 0, 1.0, 2.0)[:, None] / (n1 * n2)
-    hy = np.stack([weight * np.cos(psi.T), -weight * np.sin(psi.T)])
-    return fy, fx, hx, hy
+    hy = np.stack([weight * np.cos(psi), -weight * np.sin(psi)], axis=1).reshape(2 * second, n2)
+    return fy, fx, hx, hy.T
+
+
+def batched_matmul(a: Array, b: Array) -> Array:
+    """`a[i] @ b[i]` over the leading axis, as one `dot_general` with batch dimensions (a
+    broadcast `jnp.matmul` would contract first and transpose the result afterwards)."""
+    return jax.lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((0,), (0,))))
 
 
 class SpectralConv2d(eqx.Module):
@@ -80,15 +92,19 @@ class SpectralConv2d(eqx.Module):
     `(2 modes, modes, in_channels, out_channels)` (rows $k_1 = 0, \dots, m-1$ then
     $-m, \dots, -1$): optimisers such as optax treat complex leaves incorrectly.
 
-    Speed: everything is real. The channel mixing is **one real batched matrix product in a
-    modes-major layout**, $[\Re \hat v, \Im \hat v]_{k} \in \mathbb{R}^{b \times 2c_\text{in}}$
-    times $\begin{pmatrix} \Re R & \Im R \\ -\Im R & \Re R \end{pmatrix}_k$, batched over
-    the kept modes, instead of a complex `einsum` (which XLA on CPU lowers to a slow loop).
-    Only the kept modes are ever computed: the forward and inverse transforms are truncated
-    DFTs done as real matrix products ([`dft_matrices`][numpyro_fsdiff.nn.dft_matrices]),
-    which land directly in (and leave from) the modes-major layout; on CPU this beats
-    `rfft2`, a gather of the kept modes, a transpose and `irfft2` (measured in
-    `benchmarks/bench_train_step.py`). The result equals `irfft2` of the masked product.
+    Speed: everything is real, and every step is one (batched) real matrix product with no
+    transposes. [`apply_grid_major`][numpyro_fsdiff.nn.SpectralConv2d.apply_grid_major] works
+    on the layout `(n2, n1, batch, channels)`: the truncated real DFT along the second grid
+    axis ([`dft_matrices`][numpyro_fsdiff.nn.dft_matrices]) is one matrix product over the
+    leading axis, the complex DFT along the first axis one matrix product per kept $k_2$, and
+    the result is already modes-major, $(k_2, k_1, \Re/\Im, \text{batch}, \text{channels})$.
+    The channel mixing is one batched product over the kept modes,
+    $[\Re \hat v; \Im \hat v]_k\,[\Re R_k, \Im R_k]$, recombined as
+    $(\Re\Re - \Im\Im, \Re\Im + \Im\Re)$; the inverse transforms mirror the forward
+    ones. The result equals `irfft2` of the masked product. This beats both a complex `einsum`
+    (which XLA on CPU lowers to a slow loop) and `rfft2` + a gather of the kept modes +
+    `irfft2` (XLA's transposes into and out of the modes-major layout cost more than the FFT
+    saves at these sizes); `benchmarks/bench_train_step.py` measures it.
 
     **Arguments:**
 
@@ -128,17 +144,45 @@ class SpectralConv2d(eqx.Module):
         self.weight_imag = std * jax.random.normal(imag_key, shape)
 
     def _weights(self, positive: int, negative: int, second: int) -> Array:
-        """The kept weights as one real block matrix per mode, shape (M, 2 in, 2 out)."""
+        """The kept weights `[Re R_k, Im R_k]`, shape (K2 K1, in, 2 out), modes k2-major."""
         m = self.modes
 
-        def rows(w):
-            w = jnp.concatenate([w[:positive], w[2 * m - negative :]], axis=0)
-            return w[:, :second].reshape(-1, self.in_channels, self.out_channels)
+        def modes_major(w):
+            w = jnp.concatenate([w[:positive], w[2 * m - negative :]], axis=0)[:, :second]
+            w = jnp.swapaxes(w, 0, 1)  # (K2, K1, in, out)
+            return w.reshape(-1, self.in_channels, self.out_channels)
 
-        wr, wi = rows(self.weight_real), rows(self.weight_imag)
-        top = jnp.concatenate([wr, wi], axis=-1)  # multiplies Re v: (Re R, Im R)
-        bottom = jnp.concatenate([-wi, wr], axis=-1)  # multiplies Im v: (-Im R, Re R)
-        return jnp.concatenate([top, bottom], axis=-2)
+        return jnp.concatenate(
+            [modes_major(self.weight_real), modes_major(self.weight_imag)], axis=-1
+        )
+
+    def apply_grid_major(
+        self, v: Float[Array, "n2 n1 batch in_channels"]
+    ) -> Float[Array, "n2 n1 batch out_channels"]:
+        """The layer on a batch in the grid-major layout `(n2, n1, batch, in_channels)` (grid
+        axes first, in reverse order) that the [`FNO`][numpyro_fsdiff.nn.FNO] uses
+        internally: every transform is then a matrix product over a leading axis, and the
+        pointwise layers are plain matrix products over the channels."""
+        if v.ndim != 4 or v.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"`v` must have shape (n2, n1, batch, {self.in_channels}); got {v.shape}."
+            )
+        n2, n1, batch, _ = v.shape
+        positive, negative, second = kept_modes(self.modes, n1, n2)
+        first = positive + negative
+        fy, fx, hx, hy = (jnp.asarray(a, v.dtype) for a in dft_matrices(self.modes, n1, n2))
+        a = (fy @ v.reshape(n2, -1)).reshape(second, 2 * n1, -1)  # (k2, (p, x), (b, c))
+        kept = batched_matmul(jnp.broadcast_to(fx, (second, *fx.shape)), a)
+        # (k2 k1, (q, b), c) @ (c, (re/im of R, o)), then the complex product.
+        products = batched_matmul(
+            kept.reshape(second * first, 2 * batch, self.in_channels),
+            self._weights(positive, negative, second),
+        ).reshape(second * first, 2, batch, 2, self.out_channels)
+        real = products[:, 0, :, 0] - products[:, 1, :, 1]
+        imag = products[:, 0, :, 1] + products[:, 1, :, 0]
+        mixed = jnp.stack([real, imag], axis=1).reshape(second, 2 * first, -1)
+        z = batched_matmul(jnp.broadcast_to(hx, (second, *hx.shape)), mixed)  # (k2, (p, x), .)
+        return (hy @ z.reshape(2 * second, -1)).reshape(n2, n1, batch, self.out_channels)
 
     def batched(
         self, v: Float[Array, "batch in_channels n1 n2"]
@@ -148,42 +192,8 @@ class SpectralConv2d(eqx.Module):
             raise ValueError(
                 f"`v` must have shape (batch, {self.in_channels}, n1, n2); got {v.shape}."
             )
-        batch, _, n1, n2 = v.shape
-        positive, negative, second = kept_modes(self.modes, n1, n2)
-        fy, fx, hx, hy = (jnp.asarray(a, v.dtype) for a in dft_matrices(self.modes, n1, n2))
-        # Forward DFT of the kept modes as real matrix products, straight into the
-        # modes-major layout (K1, K2, batch, re/im, channels).
-        a = jnp.einsum("bcxy,ypk->bcxpk", v, fy)
-        kept = jnp.einsum("jqxp,bcxpk->jkbqc", fx, a)
-        num = (positive + negative) * second
-        stacked = kept.reshape(num, batch, 2 * self.in_channels)
-        mixed = jnp.matmul(stacked, self._weights(positive, negative, second))
-        mixed = mixed.reshape(positive + negative, second, batch, 2, self.out_channels)
-        # Inverse DFT: first axis, then the real part along the second axis.
-        b = jnp.einsum("xqjp,jkbpo->boxqk", hx, mixed)
-        return jnp.einsum("boxqk,qky->boxy", b, hy)
-
-    def batched_channels_last(
-        self, v: Float[Array, "batch n1 n2 in_channels"]
-    ) -> Float[Array, "batch n1 n2 out_channels"]:
-        """The layer on a batch in the channels-last layout `(batch, n1, n2, in_channels)`
-        that the [`FNO`][numpyro_fsdiff.nn.FNO] uses internally (its pointwise layers are
-        then plain matrix products)."""
-        if v.ndim != 4 or v.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"`v` must have shape (batch, n1, n2, {self.in_channels}); got {v.shape}."
-            )
-        batch, n1, n2, _ = v.shape
-        positive, negative, second = kept_modes(self.modes, n1, n2)
-        fy, fx, hx, hy = (jnp.asarray(a, v.dtype) for a in dft_matrices(self.modes, n1, n2))
-        a = jnp.einsum("bxyc,ypk->bcxpk", v, fy)
-        kept = jnp.einsum("jqxp,bcxpk->jkbqc", fx, a)
-        num = (positive + negative) * second
-        stacked = kept.reshape(num, batch, 2 * self.in_channels)
-        mixed = jnp.matmul(stacked, self._weights(positive, negative, second))
-        mixed = mixed.reshape(positive + negative, second, batch, 2, self.out_channels)
-        b = jnp.einsum("xqjp,jkbpo->boxqk", hx, mixed)
-        return jnp.einsum("boxqk,qky->bxyo", b, hy)
+        out = self.apply_grid_major(jnp.transpose(v, (3, 2, 0, 1)))
+        return jnp.transpose(out, (2, 3, 1, 0))
 
     def __call__(self, v: Float[Array, "in_channels n1 n2"]) -> Float[Array, "out_channels n1 n2"]:
         """The layer on one multi-channel field of shape `(in_channels, n1, n2)`."""
