@@ -258,13 +258,18 @@ def _shipped_mnist():
         pytest.skip(f"no shipped MNIST checkpoint: {error}")
 
 
-@pytest.mark.slow  # 93 s on the 2-core CPU at load 1.2 (208 s at load 8), mostly compilation
+# About 100 s on the 2-core CPU, 85 of them compiling the flow's gradient three times (the
+# chains' optimised starts, numpyro's warm-up and its sampling loop).
 def test_nuts_with_the_mnist_checkpoint():
     """CI-sized: 2x super-resolution of an MNIST test digit on a 16 x 16 grid with the shipped
     checkpoint. NUTS runs (chains from optimised prior draws, linearised-posterior mass
     matrix), R-hat is reported and finite, and the posterior mean beats the naive inverse in
     PSNR. The flow is Euler with 6 steps: Heun or Tsit5 with a few steps are far off at
-    t_eps (values in the tens instead of [-1, 1]; see `run_task`)."""
+    t_eps (values in the tens instead of [-1, 1]; see `run_task`).
+
+    At this budget (2 x (20 + 20) draws, tree depth <= 3) the chains have not mixed (R-hat
+    max about 3.1); `benchmarks/bench_nuts_mixing.py` runs the same problem with larger
+    budgets and records how R-hat falls with them (benchmarks/results/nuts_mixing.md)."""
     from numpyro_fsdiff import ProbabilityFlow, data, resample
     from numpyro_fsdiff.inverse import CellAverage, naive_inverse
 

@@ -1,0 +1,85 @@
+"""Per-operation profile of one compiled FNO training step on CPU (the reference configuration).
+
+Traces a few steps with `jax.profiler`, reads the trace back with jaxlib's `ProfileData` and
+prints the time per XLA operation (summed over the worker threads, per step), grouped by kind
+and with each operation's result shape and source, so that hot spots such as transposed
+copies are visible:
+
+    python benchmarks/profile_train_step.py --top 30
+"""
+
+import argparse
+import collections
+import glob
+import re
+import tempfile
+
+import numpyro_fsdiff as fsd
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="traced steps")
+    parser.add_argument("--top", type=int, default=25, help="operations listed")
+    parser.add_argument("--default-allocator", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.default_allocator:
+        fsd.reuse_freed_memory()
+
+    import equinox as eqx
+    import jax
+    import optax
+    from jax._src.lib import _profile_data
+
+    model = fsd.nn.FNO(key=jax.random.key(0))
+    covariance = fsd.covariance.Matern(alpha=2.0, tau=3.0)
+    sde = fsd.VPSDE(covariance)
+    x0 = covariance.sample(jax.random.key(1), fsd.Grid((32, 32)), (128,))
+    optimiser = optax.adam(1e-3)
+    params, static = eqx.partition(model, eqx.is_array)
+    state = optimiser.init(params)
+
+    def step(params, state, x0, key):
+        loss, grads = jax.value_and_grad(
+            lambda p: fsd.dsm_loss(eqx.combine(p, static), sde, x0, key, batched=True)
+        )(params)
+        updates, state = optimiser.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    step = jax.jit(step)
+    hlo = step.lower(params, state, x0, jax.random.key(0)).compile().as_text()
+    for i in range(5):  # compile and warm up
+        params, state, loss = jax.block_until_ready(step(params, state, x0, jax.random.key(i)))
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            for i in range(args.steps):
+                params, state, loss = jax.block_until_ready(
+                    step(params, state, x0, jax.random.key(10 + i))
+                )
+        trace = glob.glob(folder + "/**/*.xplane.pb", recursive=True)[0]
+        profile = _profile_data.ProfileData.from_file(trace)
+    per_op = collections.Counter()
+    for plane in profile.planes:
+        for line in plane.lines:
+            if "XLAEigen" not in line.name:  # XLA's worker threads
+                continue
+            for event in line.events:
+                if event.name != "ThunkExecutor::Execute" and not event.name.startswith("end:"):
+                    per_op[event.name] += event.duration_ns / args.steps / 1e6
+    described = {}
+    for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+\[[^\]]*\]\S*) .*$", hlo, re.M):
+        source = re.search(r'op_name="([^"]*)"', match.group(0))
+        described[match.group(1)] = f"{match.group(2)[:36]:36s} {source.group(1)[-50:] if source else ''}"
+    kinds = collections.Counter()
+    for name, ms in per_op.items():
+        kinds[re.sub(r"\.\d+$", "", name)] += ms
+    print(f"thread-busy time per step: {sum(per_op.values()):.1f} ms (both worker threads)")
+    for kind, ms in kinds.most_common(10):
+        print(f"  {ms:8.2f} ms  {kind}")
+    print("top operations (ms per step):")
+    for name, ms in per_op.most_common(args.top):
+        print(f"  {ms:7.2f}  {name:28s} {described.get(name, '')}")
+
+
+if __name__ == "__main__":
+    main()
