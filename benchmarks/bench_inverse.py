@@ -173,7 +173,7 @@ def render(paths):
              "score call plus one per vector-Jacobian product through it.", ""]
     gauss = [r for r in rows if r["suite"] == "gaussian"]
     if gauss:
-        lines += ["## Gaussian data, analytic score (exact posterior known)", "",
+        lines += ["### Gaussian data, analytic score (exact posterior known)", "",
                   f"Grid {gauss[0]['grid']} x {gauss[0]['grid']}, noise 0.1, prior through "
                   "the probability flow (Tsit5, 8 steps). `err/sd`: RMS over pixels of "
                   "(mean - exact mean) / exact sd; `std ratio`: mean std / exact mean std; "
@@ -196,7 +196,7 @@ def render(paths):
         lines.append("")
     mn = [r for r in rows if r["suite"] == "mnist"]
     if mn:
-        lines += ["## MNIST / Fashion-MNIST test images, shipped checkpoints", "",
+        lines += ["### MNIST / Fashion-MNIST test images, shipped checkpoints", "",
                   "`fsdiff invert` with `--checkpoint mnist` / `fashion-mnist` (the shipped "
                   "weights) on test image 0; commands in `benchmarks/results/inverse_mnist.md`. "
                   "Observation on the native 28 x 28 grid; the unknown on the grid of the "
