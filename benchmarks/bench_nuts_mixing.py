@@ -23,8 +23,14 @@ def run(warmup: int, draws: int, depth: int, seed: int) -> dict:
     import jax.numpy as jnp
     import numpyro.distributions as dist
 
-    from numpyro_fsdiff.inverse import NUTS, CellAverage, GaussianNoise, naive_inverse
-    from numpyro_fsdiff.inverse import posterior, psnr
+    from numpyro_fsdiff.inverse import (
+        NUTS,
+        CellAverage,
+        GaussianNoise,
+        naive_inverse,
+        posterior,
+        psnr,
+    )
 
     ckpt = fsd.pretrained("mnist")
     grid = ckpt.grid((16, 16))

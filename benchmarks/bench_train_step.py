@@ -94,8 +94,8 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
     jax.block_until_ready(loss)
     first = time.perf_counter() - start
     # A few untimed steps: the allocator's heap grows to its working size in the first ones.
-    for s in range(args.warmup):
-        model, opt_state, loss = step(model, opt_state, x0, jax.random.fold_in(jax.random.key(2), s))
+    for key in jax.random.split(jax.random.key(4), args.warmup):
+        model, opt_state, loss = step(model, opt_state, x0, key)
     jax.block_until_ready(loss)
 
     times, cpu_times = [], []

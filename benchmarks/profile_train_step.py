@@ -69,7 +69,8 @@ def main(argv=None):
     described = {}
     for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+\[[^\]]*\]\S*) .*$", hlo, re.M):
         source = re.search(r'op_name="([^"]*)"', match.group(0))
-        described[match.group(1)] = f"{match.group(2)[:36]:36s} {source.group(1)[-50:] if source else ''}"
+        origin = source.group(1)[-50:] if source else ""
+        described[match.group(1)] = f"{match.group(2)[:36]:36s} {origin}"
     kinds = collections.Counter()
     for name, ms in per_op.items():
         kinds[re.sub(r"\.\d+$", "", name)] += ms

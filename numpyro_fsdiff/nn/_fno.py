@@ -96,7 +96,8 @@ class FNO(eqx.Module):
     Internally the batch is kept grid-major, `(n2, n1, batch, width)`, so that every
     pointwise map and every Fourier transform is one matrix product; `model(x, t)` and
     `jax.vmap(model)` run the same code as [`batched`][numpyro_fsdiff.nn.FNO.batched] (with a
-    batch of one), and agree with it to float rounding. `benchmarks/bench_train_step.py` times a training step.
+    batch of one), and agree with it to float rounding. `benchmarks/bench_train_step.py`
+    times a training step.
 
     The hyperparameters are in [`config`][numpyro_fsdiff.nn.FNO.config]; `FNO(**model.config,
     key=key)` rebuilds the same structure, into which `equinox.tree_deserialise_leaves` loads

@@ -63,9 +63,9 @@ def dft_matrices(modes: int, n1: int, n2: int) -> tuple[np.ndarray, ...]:
     # (p, x, k1, q): Re out = c Re - s Im, Im out = s Re + c Im.
     hx = np.stack([np.stack([c.T, -s.T], axis=-1), np.stack([s.T, c.T], axis=-1)])
     hx = hx.reshape(2 * n1, 2 * k1.size)
-    weight = np.where(k2 == 0, 1.0, 2.0)[:, None] / (n1 * n2)
-    hy = np.stack([weight * np.cos(psi), -weight * np.sin(psi)], axis=1).reshape(2 * second, n2)
-    return fy, fx, hx, hy.T
+    weight = np.where(k2 == 0, 1.0, 2.0) / (n1 * n2)
+    hy = np.stack([weight * np.cos(psi.T), -weight * np.sin(psi.T)], axis=-1)  # (y, K2, p)
+    return fy, fx, hx, hy.reshape(n2, 2 * second)
 
 
 def batched_matmul(a: Array, b: Array) -> Array:
