@@ -1,8 +1,10 @@
 """Time one full training step of the FNO (or UNet) noise predictor.
 
 A step is `value_and_grad` of `numpyro_fsdiff.dsm_loss` plus an `optax.adam` update, all
-under one `equinox.filter_jit`. Compile time (the first call, minus one step) is reported
-separately; the throughput is the median over `--repeats` timed runs of `--steps` steps each.
+under one `equinox.filter_jit`. Compile time (tracing, lowering and compiling, timed apart
+from any step) is reported separately; the throughput is the median over `--repeats` timed
+runs of `--steps` steps each. `--ceilings` adds a roofline: XLA's floating-point operation
+and byte counts per step against this machine's measured matmul and streaming rates.
 
     python benchmarks/bench_train_step.py                     # the reference configuration
     python benchmarks/bench_train_step.py --path vmap batched --out benchmarks/results/train_step.md
@@ -90,9 +92,10 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
     step = make_step(path, sde, optimiser)
 
     start = time.perf_counter()
-    model, opt_state, loss = step(model, opt_state, x0, jax.random.key(2))
-    jax.block_until_ready(loss)
-    first = time.perf_counter() - start
+    compiled = step.lower(model, opt_state, x0, jax.random.key(2)).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost  # older jax: one dict per device
     # A few untimed steps: the allocator's heap grows to its working size in the first ones.
     for key in jax.random.split(jax.random.key(4), args.warmup):
         model, opt_state, loss = step(model, opt_state, x0, key)
@@ -114,14 +117,41 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
         "model": model_name,
         "path": path,
         "params": params,
-        "compile_s": first - median,
+        "compile_s": compile_s,
         "step_ms": 1e3 * median,
         "min_step_ms": 1e3 * min(times),
         "samples_per_s": args.batch / median,
         "cpu_step_s": cpu,
         # What the step would reach with all cores to itself and no contention slowdown.
         "cpu_bound_samples_per_s": args.batch * (os.cpu_count() or 1) / cpu,
+        # XLA's own count for the compiled step: floating-point operations and bytes read
+        # plus written by every operation (an upper bound on memory traffic: caches absorb
+        # part of it).
+        "gflop": cost["flops"] / 1e9,
+        "gbytes": cost["bytes accessed"] / 1e9,
         "loss": float(loss),
+    }
+
+
+def machine_ceilings(repeats: int = 20) -> dict:
+    """What this machine's XLA reaches on the two kinds of work a step is made of: a large
+    float32 matrix product (GFLOP/s) and a streaming elementwise map over 64 MiB (GB/s read
+    plus written), medians of `repeats` calls on all cores."""
+
+    def median_seconds(fn, x):
+        jax.block_until_ready(fn(x))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(x))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    a = jax.random.normal(jax.random.key(0), (2048, 2048))
+    b = jax.random.normal(jax.random.key(0), (2**24,))
+    return {
+        "matmul_gflops": 2 * 2048**3 / median_seconds(jax.jit(lambda a: a @ a), a) / 1e9,
+        "stream_gbps": 2 * b.nbytes / median_seconds(jax.jit(lambda b: 2.0 * b + 1.0), b) / 1e9,
     }
 
 
@@ -143,6 +173,11 @@ def main(argv=None):
         action="store_true",
         help="do not call numpyro_fsdiff.reuse_freed_memory() (glibc returns freed memory)",
     )
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="also measure this machine's matmul GFLOP/s and streaming GB/s (a roofline)",
+    )
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
     allocator = "glibc default"
@@ -154,12 +189,15 @@ def main(argv=None):
     load_after = os.getloadavg()
     header = (
         "| model | path | params | compile (s) | median step (ms) | min step (ms) | samples/s "
-        "| CPU s/step | samples/s if CPU-bound |\n|---|---|---|---|---|---|---|---|---|"
+        "| CPU s/step | samples/s if CPU-bound | GFLOP/step | GB/step | GFLOP/s | GB/s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
         f"| {r['model']} | {r['path']} | {r['params']:,} | {r['compile_s']:.1f} | "
         f"{r['step_ms']:.1f} | {r['min_step_ms']:.1f} | {r['samples_per_s']:.0f} | "
-        f"{r['cpu_step_s']:.2f} | {r['cpu_bound_samples_per_s']:.0f} |"
+        f"{r['cpu_step_s']:.2f} | {r['cpu_bound_samples_per_s']:.0f} | {r['gflop']:.1f} | "
+        f"{r['gbytes']:.2f} | {r['gflop'] / r['step_ms'] * 1e3:.0f} | "
+        f"{r['gbytes'] / r['step_ms'] * 1e3:.1f} |"
         for r in rows
     ]
     config = (
@@ -174,7 +212,19 @@ def main(argv=None):
         f"before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
         f"{'/'.join(f'{x:.1f}' for x in load_after)}"
     )
-    text = "\n".join([config, "", machine, "", header, *lines, ""])
+    parts = [config, "", machine, "", header, *lines, ""]
+    if args.ceilings:
+        ceilings = machine_ceilings()
+        parts += [
+            f"Machine ceilings (all cores): float32 matmul 2048 x 2048 "
+            f"{ceilings['matmul_gflops']:.0f} GFLOP/s, streaming map over 64 MiB "
+            f"{ceilings['stream_gbps']:.1f} GB/s. Per step of the first row, the matrix "
+            f"products alone need at least {rows[0]['gflop'] / ceilings['matmul_gflops'] * 1e3:.0f}"
+            f" ms and XLA's byte count at the streaming rate "
+            f"{rows[0]['gbytes'] / ceilings['stream_gbps'] * 1e3:.0f} ms.",
+            "",
+        ]
+    text = "\n".join(parts)
     print(text)
     if args.out:
         previous = open(args.out).read() if os.path.exists(args.out) else ""
