@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 # Two pytest workers: XLA compiles on one thread, so one process leaves a core idle much
 # of the time; loadscope keeps a module's fixtures in one worker.
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadscope
 	$(VENV)/bin/mkdocs build --strict --site-dir .site
 

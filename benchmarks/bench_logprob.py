@@ -234,19 +234,22 @@ def render(path_json: Path, path_md: Path):
     lines = [
         "# log_prob and NUTS benchmarks",
         "",
-        f"Machine: {data['machine']}. Produced by `python benchmarks/bench_logprob.py`; raw numbers in "
+        f"Machine: {data['machine']}. Produced by `python benchmarks/bench_logprob.py`; "
+        "raw numbers in "
         "`logprob.json`. Times are medians of repeated calls with compilation excluded "
         "(compile = first call minus median).",
         "",
         "## Cost of `DiffusionPrior.log_prob` and its gradient (one field)",
         "",
-        "| score | grid | divergence | solver | log_prob (s) | grad (s) | compile log_prob / grad (s) |",
+        "| score | grid | divergence | solver | log_prob (s) | grad (s) "
+        "| compile log_prob / grad (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in data.get("cost", []):
         if r.get("skipped"):
             lines.append(
-                f"| {r['score']} | {r['n']}x{r['n']} | {r['divergence']} | - | skipped (too slow on this CPU) | | |"
+                f"| {r['score']} | {r['n']}x{r['n']} | {r['divergence']} | - "
+                "| skipped (too slow on this CPU) | | |"
             )
             continue
         lines.append(
@@ -259,14 +262,18 @@ def render(path_json: Path, path_md: Path):
             "",
             "## NUTS on the linear-Gaussian problem (analytic-score prior)",
             "",
-            "| method | grid | warmup / samples | first run: compile + warmup + sampling (s) | sampling phase (s) | bulk ESS min / median | ESS/s min / median | leapfrog steps per draw |",
+            "| method | grid | warmup / samples "
+            "| first run: compile + warmup + sampling (s) | sampling phase (s) "
+            "| bulk ESS min / median | ESS/s min / median | leapfrog steps per draw |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in data["nuts"]:
             lines.append(
                 f"| {r['method']} | {r['n']}x{r['n']} | {r['num_warmup']} / {r['num_samples']} | "
-                f"{r['first_run_s']:.1f} | {r['run_s']:.1f} | {r['ess_min']:.0f} / {r['ess_median']:.0f} | "
-                f"{r['ess_min_per_s']:.2f} / {r['ess_median_per_s']:.2f} | {r['mean_leapfrog_steps']:.1f} |"
+                f"{r['first_run_s']:.1f} | {r['run_s']:.1f} | "
+                f"{r['ess_min']:.0f} / {r['ess_median']:.0f} | "
+                f"{r['ess_min_per_s']:.2f} / {r['ess_median_per_s']:.2f} | "
+                f"{r['mean_leapfrog_steps']:.1f} |"
             )
     if data.get("mnist"):
         lines += [

@@ -181,7 +181,8 @@ def main():
         f"({jax.default_backend()}). Data: {data}.",
         f"Model: FNO(modes={args.modes}, width={args.width}, depth={args.depth}, "
         f"projection_dim={args.projection_dim}); batch {args.batch_size}; AdamW lr {args.lr} "
-        f"with warm-up and cosine decay ({args.lr_schedule} schedule); EMA 0.999; Q = Matern(alpha=1.5, tau=10), "
+        f"with warm-up and cosine decay ({args.lr_schedule} schedule); EMA 0.999; "
+        "Q = Matern(alpha=1.5, tau=10), "
         "tr(Q)/|D| = 1 on 28 x 28.",
         "",
         "Held-out DSM loss of the EMA weights on 28 x 28 (fixed times and noise), against the "

@@ -205,7 +205,8 @@ parameters) used only to define the Fréchet classifier distance
   `numpyro_fsdiff.data.load("{card['dataset']}")` returns them.
 - **Training data:** the first {card['num_train']:,} of the 60,000 {name} training images;
   Adam, learning rate {card['learning_rate']}, batch {card['batch_size']},
-  {card['epochs']} epoch(s), seed {card['seed']}; {card['training_seconds']} s on a shared 2-core CPU.
+  {card['epochs']} epoch(s), seed {card['seed']}; {card['training_seconds']} s on a shared
+  2-core CPU.
 - **Test accuracy (10,000 test images): {100 * card['test_accuracy']:.2f}%.**
 - Training accuracy (first 10,000 training images): {100 * card['train_accuracy_first_10000']:.2f}%.
 - **Features:** the {card['features']}-dimensional ReLU layer before the head.

@@ -110,7 +110,8 @@ def run(out: str | Path = "demo_out", seed: int = 0, progress: bool = True) -> P
     lines += [
         "",
         "Trace-class operators converge as n grows; white noise grows like n^2.",
-        f"Files: gaussian_fields.png, forward_sde.png. Wall time {time.perf_counter() - start:.1f} s.",
+        "Files: gaussian_fields.png, forward_sde.png. "
+        f"Wall time {time.perf_counter() - start:.1f} s.",
     ]
     write_text(out / "summary.txt", "\n".join(lines) + "\n")
     return out

@@ -131,7 +131,8 @@ def summarize(
     r"""Convergence summary of fields and scalars in an ArviZ `DataTree`.
 
     For each posterior variable (default: all): the worst R-hat (rank-normalised split R-hat,
-    `arviz.rhat`; ArviZ 1.x returns NaN for a single chain, so run two or more), the smallest bulk and tail ESS (`arviz.ess`) over its pixels or entries,
+    `arviz.rhat`; ArviZ 1.x returns NaN for a single chain, so run two or more), the smallest
+    bulk and tail ESS (`arviz.ess`) over its pixels or entries,
     and the fraction of entries with R-hat above `rhat_threshold`; plus the number of
     divergent transitions and, if the energy was recorded (`extra_fields=("energy",)`), the
     E-BFMI of each chain (values below 0.3 indicate poor exploration of the energy).

@@ -23,7 +23,8 @@ class GaussianField(dist.Distribution):
 
     **Arguments:**
 
-    - `covariance`: the operator $Q$, any [`AbstractCovariance`][numpyro_fsdiff.covariance.AbstractCovariance].
+    - `covariance`: the operator $Q$, any
+      [`AbstractCovariance`][numpyro_fsdiff.covariance.AbstractCovariance].
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid]; `event_shape == grid.shape`.
 
     !!! example

@@ -7,7 +7,16 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._covariance import AbstractCovariance
-from ._custom_types import Array, ArrayLike, BatchedField, Field, Float, PRNGKeyArray, Scalar, ScalarLike
+from ._custom_types import (
+    Array,
+    ArrayLike,
+    BatchedField,
+    Field,
+    Float,
+    PRNGKeyArray,
+    Scalar,
+    ScalarLike,
+)
 from ._grid import Grid
 from ._solvers import levy_area_for, resolve_solver
 from ._terms import ColouredNoiseTerm, brownian_motion
@@ -134,7 +143,9 @@ class VPSDE(eqx.Module):
         r"""The noise term $\sqrt{\beta(t)}\, Q^{1/2} \mathrm{d}W$ on `grid`."""
         return ColouredNoiseTerm(self.diffusion, self.covariance, grid, brownian)
 
-    def forward_terms(self, brownian: diffrax.AbstractBrownianPath, grid: Grid) -> diffrax.MultiTerm:
+    def forward_terms(
+        self, brownian: diffrax.AbstractBrownianPath, grid: Grid
+    ) -> diffrax.MultiTerm:
         """Diffrax terms of the forward SDE on `grid`."""
         drift = diffrax.ODETerm(lambda t, x, args: self.drift(t, x))
         return diffrax.MultiTerm(drift, self.noise_term(brownian, grid))

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fsdiff {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser("demo", help="run the demo (pretrained MNIST prior end to end) and write its outputs")
+    demo = commands.add_parser(
+        "demo", help="run the demo (pretrained MNIST prior end to end) and write its outputs"
+    )
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--gaussian", action="store_true",

@@ -2,11 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense_pixel_covariance
 
 from numpyro_fsdiff import VPSDE, Grid, resample
 from numpyro_fsdiff.covariance import Combined, LaplacianPower, Matern, WhiteNoise
-
-from helpers import dense_pixel_covariance
 
 
 def test_matern_eigenvalues_follow_the_formula():

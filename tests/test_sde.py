@@ -68,7 +68,9 @@ def _reverse_sde_sampler(sde, score, solver, max_steps, t_eps=1e-3):
 
     def one(k, steps):
         k0, kw = jax.random.split(k)
-        x_T = fourier_multiply(jax.random.normal(k0, GRID.shape), jnp.sqrt(start_law / GRID.cell_area))
+        x_T = fourier_multiply(
+            jax.random.normal(k0, GRID.shape), jnp.sqrt(start_law / GRID.cell_area)
+        )
         bm = brownian_motion(kw, GRID, sde.T, t_eps, levy_area=levy_area_for(solver),
                              dt=(t_eps - sde.T) / steps)
         sol = diffrax.diffeqsolve(sde.reverse_terms(score, bm, GRID), solver, sde.T, t_eps,
