@@ -79,8 +79,7 @@ def main(argv=None):
                       f"average after {load}", "", header, *lines, ""])
     print(text)
     if args.out:
-        previous = open(args.out).read() if os.path.exists(args.out) else ""
-        fsd._io.write_text(args.out, previous + text + "\n")
+        fsd._io.append_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -227,8 +227,7 @@ def main(argv=None):
     text = "\n".join(parts)
     print(text)
     if args.out:
-        previous = open(args.out).read() if os.path.exists(args.out) else ""
-        fsd._io.write_text(args.out, previous + text + "\n")
+        fsd._io.append_text(args.out, text + "\n")
     return rows
 
 

@@ -40,6 +40,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def append_text(path: str | os.PathLike, text: str) -> Path:
+    """Append `text` to `path` (created if missing) atomically: the whole new content is
+    written to a temporary file that then replaces the old one."""
+    path = Path(path)
+    previous = path.read_text() if path.exists() else ""
+    return write_text(path, previous + text)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:

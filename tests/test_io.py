@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from numpyro_fsdiff._io import atomic_path, write_text
+from numpyro_fsdiff._io import append_text, atomic_path, write_text
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
@@ -25,3 +25,11 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
             raise KeyboardInterrupt
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["weights.eqx"]
+
+
+def test_append_keeps_what_was_there_and_creates_missing_files(tmp_path):
+    target = tmp_path / "new" / "results.md"
+    append_text(target, "run 1\n")
+    append_text(target, "run 2\n")
+    assert target.read_text() == "run 1\nrun 2\n"
+    assert [p.name for p in target.parent.iterdir()] == ["results.md"]
