@@ -71,6 +71,33 @@ def test_nuts_matches_the_exact_posterior(x64):
     assert result.summary is not None and result.info["ess_per_second"] > 0
 
 
+def test_map_starts_one_per_chain_from_its_own_key(x64):
+    """`init="map"` draws every chain's prior sample in one batched `initialize_model` call:
+    chain i starts from the draw that a call with its key alone gives, and the Adam steps
+    lower every chain's potential."""
+    from numpyro.infer.util import initialize_model
+
+    from numpyro_fsdiff.inverse._posterior import _optimised_inits, _Problem
+
+    grid, operator, truth, y = _problem()
+    fn = _Problem(y=y, operator=operator, prior=GaussianField(DATA_COV, grid),
+                  noise=GaussianNoise(SIGMA), grid=grid).latent_model()
+    key = jax.random.key(7)
+    singles = [initialize_model(k, fn, model_args=(y,), init_strategy=numpyro.infer.init_to_sample)
+               for k in jax.random.split(key, 3)]
+    draws = jnp.stack([single.param_info.z["u_base"] for single in singles])
+    potential = singles[0].potential_fn
+    # One Adam step of size 1e-9 moves nothing: the starts are the draws themselves.
+    unmoved = _optimised_inits(fn, y, key, 3, 1, 1e-9)["u_base"]
+    np.testing.assert_allclose(unmoved, draws, atol=1e-8)
+    assert not np.allclose(draws[0], draws[1])
+    moved = _optimised_inits(fn, y, key, 3, 30, 0.05)["u_base"]
+    for chain in range(3):
+        before = potential({"u_base": draws[chain]})
+        after = potential({"u_base": moved[chain]})
+        assert after < before, (chain, before, after)
+
+
 def test_nuts_options_are_checked():
     with pytest.raises(ValueError, match="`init`"):
         NUTS(init="median")
@@ -258,8 +285,9 @@ def _shipped_mnist():
         pytest.skip(f"no shipped MNIST checkpoint: {error}")
 
 
-# About 100 s on the 2-core CPU: 29 s for the chains' optimised starts, 45 s warm-up, 26 s
-# sampling, each mostly compiling the flow's gradient (582 gradient evaluations in all).
+# 63-100 s on the 2-core VMs (63 s for the same run in benchmarks/results/nuts_mixing.md,
+# 2026-12-02 07:15), mostly compiling the flow's gradient for the chains' starts, the warm-up
+# and the draws (582 gradient evaluations in all).
 def test_nuts_with_the_mnist_checkpoint():
     """CI-sized: 2x super-resolution of an MNIST test digit on a 16 x 16 grid with the shipped
     checkpoint. NUTS runs (chains from optimised prior draws, linearised-posterior mass

@@ -297,10 +297,11 @@ def _optimised_inits(fn, y, key, num_chains: int, steps: int, learning_rate: flo
     """One prior draw per chain, moved `steps` Adam steps down the potential (vectorised)."""
     from numpyro.infer.util import initialize_model
 
-    starts = [initialize_model(k, fn, model_args=(y,), init_strategy=numpyro.infer.init_to_sample)
-              for k in jax.random.split(key, num_chains)]
-    params = jax.tree.map(lambda *z: jnp.stack(z), *[start.param_info.z for start in starts])
-    potential = starts[0].potential_fn
+    # One call with a batch of keys: numpyro then finds every chain's start in one compiled
+    # loop, where a call per chain evaluates the model's gradient op by op (seconds each).
+    start = initialize_model(jax.random.split(key, num_chains), fn, model_args=(y,),
+                             init_strategy=numpyro.infer.init_to_sample)
+    params, potential = start.param_info.z, start.potential_fn
     optimiser = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1))
 
     def descend(z):
