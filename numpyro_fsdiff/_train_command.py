@@ -7,8 +7,6 @@ A run folder holds the checkpoint (`checkpoint.json`, `model-*.eqx`, `state-*.eq
 """
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -210,11 +208,7 @@ def run_train(args) -> int:
             embedding_dim=args.embedding_dim,
             key=jax.random.key(args.seed),
         )
-    command = (
-        "fsdiff " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if args.argv is None
-        else args.argv
-    )
+    command = args.argv
     metadata = dict(
         command=command,
         dataset=args.dataset,
@@ -367,7 +361,7 @@ def add_parsers(commands) -> None:
         help="data-parallel training on the first N of jax.devices() (the batch is split "
         "across them; --batch-size must be a multiple of N)",
     )
-    p.set_defaults(run=run_train, argv=None)
+    p.set_defaults(run=run_train)
 
     data = commands.add_parser("data", help="dataset utilities")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -379,8 +373,11 @@ def add_parsers(commands) -> None:
     fetch.set_defaults(run=run_fetch)
 
 
-def model_card(record: dict, name: str, dataset_line: str) -> str:
-    """The MODEL_CARD.md text of a shipped checkpoint, from its JSON record (and its parent's)."""
+def model_card(record: dict, name: str, dataset_line: str, conditions: str,
+               launcher: str = "FSDIFF_DATA=/work/shared/data") -> str:
+    """The MODEL_CARD.md text of a shipped checkpoint, from its JSON record (and its parent's);
+    `conditions` says what else the machine ran during training (it qualifies the wall time),
+    `launcher` is what preceded each recorded command on its line."""
     meta = record.get("metadata", {})
     parent = meta.get("init_from")
     metrics = record.get("metrics", {})
@@ -424,13 +421,13 @@ def model_card(record: dict, name: str, dataset_line: str) -> str:
         "- Loss: denoising score matching with noise prediction in the $L^2(D)$ norm "
         "(`numpyro_fsdiff.dsm_loss`, weight $\\sigma_t^2$, $t \\sim U(10^{-3}, 1)$).",
         "",
-        "## Training (coarse to fine, on the shared 2-core CPU machine)",
+        "## Training (coarse to fine, on a 2-core CPU machine)",
         "",
     ]
     total = 0.0
     for i, (command, levels, step, wall) in enumerate(stages, 1):
         total += wall or 0.0
-        lines.append(f"{i}. `FSDIFF_DATA=/work/shared/data nice -n 5 {command}`  ")
+        lines.append(f"{i}. `{launcher} {command}`  ")
         lines.append(
             f"   levels {levels}, stopped at step {step}, training wall time "
             f"{(wall or 0) / 60:.1f} min."
@@ -443,8 +440,7 @@ def model_card(record: dict, name: str, dataset_line: str) -> str:
         ]
     lines += [
         "",
-        f"Total training wall time: **{total / 60:.1f} min** (the machine's 2 cores were shared "
-        "with several other jobs; load average above 10 for most of the run).",
+        f"Total training wall time: **{total / 60:.1f} min** ({conditions}).",
         "",
         "## Metrics",
         "",

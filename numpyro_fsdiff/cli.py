@@ -1,6 +1,7 @@
 """The `fsdiff` command line."""
 
 import argparse
+import shlex
 import sys
 
 
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     reuse_freed_memory()  # before any JAX computation; see its docstring
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the run records as its command: the arguments given here, else the process's own.
+    args.argv = "fsdiff " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0

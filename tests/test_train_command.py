@@ -24,5 +24,15 @@ def test_fsdiff_train_writes_a_run_folder(tmp_path):
     losses = summary["heldout_dsm_loss"]
     assert set(losses) == {"14", "28", "56"} and all(0 < v < 10 for v in losses.values())
     assert load_checkpoint(out).config["step"] == 5
+    # The model card of a shipped checkpoint is generated from this record.
+    from numpyro_fsdiff._checkpoint import read_config
+    from numpyro_fsdiff._train_command import model_card
+
+    card = model_card(read_config(out), "mnist", "the shipped subset", "nothing else running",
+                      launcher="FSDIFF_DATA=/data")
+    assert "1. `FSDIFF_DATA=/data fsdiff train --dataset mnist-subset --levels 8:3,16:2" in card
+    assert "stopped at step 5" in card and "(nothing else running)." in card
+    for res, value in losses.items():
+        assert f"| {res} x {res} | {value:.4f} |" in card
     image = np.asarray(Image.open(out / "samples.png"))
     assert image.ndim == 3 and image.std() > 0  # two panels of samples, not a blank figure
