@@ -4,7 +4,8 @@ The problem of `tests/test_inverse.py::test_nuts_with_the_mnist_checkpoint`: 2x
 super-resolution (8 x 8 cell averages, noise sigma 0.05) of the first image of the shipped
 MNIST subset, solved on a 16 x 16 grid, prior `TransformedDistribution(GaussianField(Q),
 ProbabilityFlow(model, Euler, 6 steps))`, 2 chains from `init="map"` (30 Adam steps) with
-the linearised-posterior mass matrix. One row per budget (warm-up, draws, tree depth):
+the linearised-posterior mass matrix (`--checkpoint` takes another checkpoint folder
+or shipped name). One row per budget (warm-up, draws, tree depth):
 R-hat (max and median over pixels), bulk ESS, step size, leapfrog steps, PSNR and coverage.
 
     python benchmarks/bench_nuts_mixing.py --budgets 20:20:3 100:100:5 200:200:5 \\
@@ -18,7 +19,7 @@ import time
 import numpyro_fsdiff as fsd
 
 
-def run(warmup: int, draws: int, depth: int, seed: int) -> dict:
+def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist") -> dict:
     import jax
     import jax.numpy as jnp
     import numpyro.distributions as dist
@@ -31,8 +32,9 @@ def run(warmup: int, draws: int, depth: int, seed: int) -> dict:
         posterior,
         psnr,
     )
+    from numpyro_fsdiff.inverse._tasks import load_checkpoint_or_pretrained
 
-    ckpt = fsd.pretrained("mnist")
+    ckpt = load_checkpoint_or_pretrained(checkpoint)
     grid = ckpt.grid((16, 16))
     image = fsd.data.load_subset().images[0]
     truth = fsd.resample(ckpt.from_pixels(jnp.asarray(image)), grid.shape)
@@ -57,6 +59,8 @@ def main(argv=None):
     parser.add_argument("--budgets", nargs="+", default=["20:20:3", "100:100:5"],
                         help="warmup:draws:max_tree_depth per row")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--checkpoint", default="mnist",
+                        help="a checkpoint folder, or the name of a shipped one")
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
     fsd.reuse_freed_memory()
@@ -66,7 +70,7 @@ def main(argv=None):
     lines = []
     for budget in args.budgets:
         warmup, draws, depth = (int(v) for v in budget.split(":"))
-        r = run(warmup, draws, depth, args.seed)
+        r = run(warmup, draws, depth, args.seed, args.checkpoint)
         line = (f"| {warmup} | {draws} | {depth} | {r['wall_s']:.0f} | {r['rhat_max']:.3f} | "
                 f"{r['rhat_median']:.3f} | {r['ess_bulk_min']:.1f} | "
                 f"{r['ess_bulk_median']:.1f} | {r['step_size']:.3f} | "
@@ -75,8 +79,9 @@ def main(argv=None):
         print(line, flush=True)
         lines.append(line)
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    text = "\n".join([f"seed {args.seed}; naive inverse PSNR {r['naive_psnr']:.2f} dB; load "
-                      f"average after {load}", "", header, *lines, ""])
+    text = "\n".join([f"checkpoint {args.checkpoint}; seed {args.seed}; naive inverse PSNR "
+                      f"{r['naive_psnr']:.2f} dB; load average after {load}", "", header,
+                      *lines, ""])
     print(text)
     if args.out:
         fsd._io.append_text(args.out, text + "\n")
