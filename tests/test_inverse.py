@@ -296,8 +296,9 @@ def test_nuts_with_the_mnist_checkpoint():
     t_eps (values in the tens instead of [-1, 1]; see `run_task`).
 
     At this budget (2 x (20 + 20) draws, tree depth <= 3) the chains have not mixed (R-hat
-    max about 3.1); `benchmarks/bench_nuts_mixing.py` runs the same problem with larger
-    budgets and records how R-hat falls with them (benchmarks/results/nuts_mixing.md)."""
+    max 3.0-3.8 in the recorded runs); `benchmarks/bench_nuts_mixing.py` runs the same
+    problem with larger budgets and records how R-hat falls with them
+    (benchmarks/results/nuts_mixing.md)."""
     from numpyro_fsdiff import ProbabilityFlow, data, resample
     from numpyro_fsdiff.inverse import CellAverage, naive_inverse
 
