@@ -4,8 +4,9 @@ The problem of `tests/test_inverse.py::test_nuts_with_the_mnist_checkpoint`: 2x
 super-resolution (8 x 8 cell averages, noise sigma 0.05) of the first image of the shipped
 MNIST subset, solved on a 16 x 16 grid, prior `TransformedDistribution(GaussianField(Q),
 ProbabilityFlow(model, Euler, 6 steps))`, 2 chains from `init="map"` (30 Adam steps) with
-the linearised-posterior mass matrix (`--checkpoint` takes another checkpoint folder
-or shipped name). One row per budget (warm-up, draws, tree depth):
+the linearised-posterior mass matrix (`--mass-matrix gauss_newton`: the Gauss-Newton metric
+averaged over `--metric-points` warm-up draws per chain; `--checkpoint` takes another
+checkpoint folder or shipped name). One row per budget (warm-up, draws, tree depth):
 R-hat (max and median over pixels), bulk ESS, step size, leapfrog steps, PSNR and coverage.
 
     python benchmarks/bench_nuts_mixing.py --budgets 20:20:3 100:100:5 200:200:5 \\
@@ -19,7 +20,8 @@ import time
 import numpyro_fsdiff as fsd
 
 
-def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist") -> dict:
+def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist",
+        mass_matrix: str = "gaussian", metric_points: int = 5) -> dict:
     import jax
     import jax.numpy as jnp
     import numpyro.distributions as dist
@@ -44,14 +46,15 @@ def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist
     prior = dist.TransformedDistribution(fsd.GaussianField(ckpt.covariance, grid), flow)
     sampler = NUTS(num_warmup=warmup, num_samples=draws, num_chains=2,
                    chain_method="vectorized", max_tree_depth=depth, init="map",
-                   init_steps=30, mass_matrix="gaussian")
+                   init_steps=30, mass_matrix=mass_matrix, metric_points=metric_points)
     start = time.perf_counter()
     result = posterior(jax.random.key(seed), y, operator, prior, sampler, grid=grid,
                        noise=GaussianNoise(sigma), truth=truth, data_range=2.0)
     wall = time.perf_counter() - start
     naive = float(psnr(naive_inverse(y, operator, grid), truth, data_range=2.0))
     return {"warmup": warmup, "draws": draws, "depth": depth, "wall_s": wall,
-            "naive_psnr": naive, **result.diagnostics, **result.metrics}
+            "naive_psnr": naive, "gradients": result.info["gradient_evaluations"],
+            **result.diagnostics, **result.metrics}
 
 
 def main(argv=None):
@@ -61,25 +64,33 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--checkpoint", default="mnist",
                         help="a checkpoint folder, or the name of a shipped one")
+    parser.add_argument("--mass-matrix", default="gaussian", choices=("gaussian", "gauss_newton"))
+    parser.add_argument("--metric-points", type=int, default=5,
+                        help="warm-up draws per chain of the Gauss-Newton metric")
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
     fsd.reuse_freed_memory()
     header = ("| warm-up | draws | depth | wall (s) | R-hat max | R-hat median | ESS min | "
-              "ESS median | step size | leapfrog | accept | divergences | PSNR (dB) | "
-              "coverage 90% |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "ESS median | step size | leapfrog | accept | divergences | gradients | PSNR (dB) | "
+              "coverage 90% |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = []
     for budget in args.budgets:
         warmup, draws, depth = (int(v) for v in budget.split(":"))
-        r = run(warmup, draws, depth, args.seed, args.checkpoint)
+        r = run(warmup, draws, depth, args.seed, args.checkpoint, args.mass_matrix,
+                args.metric_points)
         line = (f"| {warmup} | {draws} | {depth} | {r['wall_s']:.0f} | {r['rhat_max']:.3f} | "
                 f"{r['rhat_median']:.3f} | {r['ess_bulk_min']:.1f} | "
                 f"{r['ess_bulk_median']:.1f} | {r['step_size']:.3f} | "
                 f"{r['mean_leapfrog_steps']:.1f} | {r['accept_prob']:.2f} | "
-                f"{r['divergences']} | {r['psnr']:.2f} | {r['coverage_90']:.2f} |")
+                f"{r['divergences']} | {r['gradients']} | {r['psnr']:.2f} | "
+                f"{r['coverage_90']:.2f} |")
         print(line, flush=True)
         lines.append(line)
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    text = "\n".join([f"checkpoint {args.checkpoint}; seed {args.seed}; naive inverse PSNR "
+    mass = args.mass_matrix + (f" ({args.metric_points} points per chain)"
+                               if args.mass_matrix == "gauss_newton" else "")
+    text = "\n".join([f"checkpoint {args.checkpoint}; mass matrix {mass}; seed {args.seed}; "
+                      "naive inverse PSNR "
                       f"{r['naive_psnr']:.2f} dB; load average after {load}", "", header,
                       *lines, ""])
     print(text)

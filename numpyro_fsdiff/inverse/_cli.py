@@ -43,6 +43,10 @@ def add_parser(commands) -> None:
     invert.add_argument("--tree-depth", type=int, default=6, help="NUTS maximum tree depth")
     invert.add_argument("--init-steps", type=int, default=100,
                         help="Adam steps from a prior draw to each NUTS chain's start")
+    invert.add_argument("--mass-matrix", default="auto",
+                        choices=("auto", "adapt", "gaussian", "gauss_newton"),
+                        help="NUTS mass matrix; auto: the linearised posterior ('gaussian') on "
+                             "grids of up to 4096 points, else numpyro's adaptation")
     invert.add_argument("--guidance", type=float, default=1.0, help="DPS guidance weight")
     invert.add_argument("--seed", type=int, default=0)
     invert.add_argument("--out", default="invert_out", help="output folder")
@@ -58,7 +62,7 @@ def run(args) -> int:
         sampler=args.sampler, num_samples=args.samples, num_warmup=args.warmup,
         num_chains=args.chains, steps=args.steps, ode_steps=args.ode_steps,
         ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
-        guidance=args.guidance, seed=args.seed, out=args.out,
+        mass_matrix=args.mass_matrix, guidance=args.guidance, seed=args.seed, out=args.out,
     )
     print(json.dumps(report, indent=2))
     return 0

@@ -43,8 +43,9 @@ class Posterior(eqx.Module):
     - `sigma`: draws of the noise level when it is inferred, shape `(S,)`, else `None`.
     - `diagnostics`: a dict; for NUTS `rhat_max`, `rhat_median` (over pixels),
       `ess_bulk_min`, `ess_bulk_median`, `divergences`, `num_chains`, the adapted
-      `step_size`, `mean_leapfrog_steps` and `accept_prob` of the draws; for SVI the final
-      `elbo`.
+      `step_size`, `mean_leapfrog_steps` and `accept_prob` of the draws, and
+      `misfit_per_chain` (each chain's mean $\lVert y - Au\rVert^2/(\sigma^2 m)$: near 1
+      when its draws fit the data); for SVI the final `elbo`.
     - `summary`: the ArviZ summary table (a `pandas.DataFrame`) of the scalar sites and of
       the field's diagnostics aggregated over pixels, or `None`.
     - `metrics`: when the truth is known: `psnr`, `ssim` of the mean, `coverage_90` (the
@@ -53,7 +54,8 @@ class Posterior(eqx.Module):
       warm-up; also `init_time_s`, `warmup_time_s`), `score_evaluations` (when the count is
       known), `gradient_evaluations` (NUTS: initialisation, warm-up and draws),
       `ess_per_second`.
-    - `inference_data`: the ArviZ `DataTree` (NUTS), or `None`.
+    - `inference_data`: the ArviZ `DataTree` (NUTS: the field `u` and, for a whitenable
+      prior, the white latent `u_base` that the chains move in), or `None`.
     """
 
     method: str
@@ -97,7 +99,7 @@ class _Problem(eqx.Module):
 
 
 _INITS = ("uniform", "prior", "map")
-_MASS_MATRICES = ("adapt", "gaussian")
+_MASS_MATRICES = ("adapt", "gaussian", "gauss_newton")
 
 
 class NUTS(AbstractSampler):
@@ -126,6 +128,19 @@ class NUTS(AbstractSampler):
     `init_steps` Adam steps uphill, so that a short warm-up is spent adapting the step size
     rather than travelling to the posterior.
 
+    A learned flow stretches some latent directions and squeezes others, so that the
+    linearisation at $\Phi = I$ is off by orders of magnitude in both.
+    `mass_matrix="gauss_newton"` measures the stretching instead: the first half of the
+    warm-up runs with the matrix above, then the inverse mass matrix becomes the inverse of
+    the Gauss-Newton metric averaged over `metric_points` warm-up draws $w_k$ per chain,
+
+    $$M = I + \frac{1}{K}\sum_{k=1}^K J_k^\top J_k / \sigma^2, \qquad
+    J_k = \frac{\partial}{\partial w} A\,\Phi(Q_{\mathrm{pix}}^{1/2} w)\Big|_{w_k},$$
+
+    and the second half of the warm-up adapts the step size to it. For a Gaussian prior, or
+    any linear flow, $M$ is the exact latent posterior precision. Each $J_k$ costs one
+    vector-Jacobian product per observed value.
+
     **Arguments:**
 
     - `num_warmup`, `num_samples`: per chain.
@@ -138,9 +153,12 @@ class NUTS(AbstractSampler):
       chain, then `init_steps` Adam steps of size `init_learning_rate` on the potential), or
       a numpyro init strategy such as `numpyro.infer.init_to_value(values=...)`.
     - `init_steps`, `init_learning_rate`: the optimisation of `init="map"`.
-    - `mass_matrix`: `"adapt"` (numpyro's windowed adaptation during warm-up) or
-      `"gaussian"` (the fixed, dense $M^{-1}$ above; needs a known $\sigma$ and a whitenable
-      prior, and builds an $N \times N$ matrix, so grids up to 4096 points).
+    - `mass_matrix`: `"adapt"` (numpyro's windowed adaptation during warm-up),
+      `"gaussian"` (the fixed, dense $M^{-1}$ above) or `"gauss_newton"` (the averaged
+      metric above; needs `num_warmup >= 2 * metric_points`). Both need a known $\sigma$ and
+      a whitenable prior, and build an $N \times N$ matrix, so grids up to 4096 points.
+    - `metric_points`: the warm-up draws per chain that `"gauss_newton"` averages over,
+      evenly spaced over the second quarter of the warm-up.
     """
 
     num_warmup: int = eqx.field(static=True, default=200)
@@ -154,9 +172,11 @@ class NUTS(AbstractSampler):
     init_steps: int = eqx.field(static=True, default=100)
     init_learning_rate: float = eqx.field(static=True, default=0.05)
     mass_matrix: str = eqx.field(static=True, default="adapt")
+    metric_points: int = eqx.field(static=True, default=5)
 
     def __check_init__(self):
-        for name in ("num_warmup", "num_samples", "num_chains", "max_tree_depth", "init_steps"):
+        for name in ("num_warmup", "num_samples", "num_chains", "max_tree_depth", "init_steps",
+                     "metric_points"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "num_warmup" else 1):
                 raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
@@ -173,12 +193,16 @@ class NUTS(AbstractSampler):
                 f"`mass_matrix` must be one of {_MASS_MATRICES}; got {self.mass_matrix!r}."
             )
         check_positive("init_learning_rate", self.init_learning_rate)
+        if self.mass_matrix == "gauss_newton" and self.num_warmup < 2 * self.metric_points:
+            raise ValueError(
+                "`mass_matrix='gauss_newton'` averages the metric over `metric_points` draws of "
+                f"the first half of the warm-up, so `num_warmup` must be >= "
+                f"2 * metric_points = {2 * self.metric_points}; got {self.num_warmup}."
+            )
 
-    def run(self, key, problem):
-        fn = problem.latent_model()
-        kwargs = {}
-        if self.mass_matrix == "gaussian":
-            kwargs = dict(inverse_mass_matrix={("u_base",): _gaussian_inverse_mass(problem)},
+    def _mcmc(self, fn, problem, num_warmup, inverse_mass=None):
+        if inverse_mass is not None:
+            kwargs = dict(inverse_mass_matrix={("u_base",): inverse_mass},
                           adapt_mass_matrix=False, dense_mass=[("u_base",)])
         else:
             kwargs = dict(dense_mass=self.dense_mass)
@@ -193,14 +217,22 @@ class NUTS(AbstractSampler):
             init_strategy=strategy,
             **kwargs,
         )
-        mcmc = MCMC(
+        return MCMC(
             kernel,
-            num_warmup=self.num_warmup,
+            num_warmup=num_warmup,
             num_samples=self.num_samples,
             num_chains=self.num_chains,
             chain_method=_chain_method(self, problem.mesh),
             progress_bar=False,
         )
+
+    def run(self, key, problem):
+        fn = problem.latent_model()
+        inverse_mass = None
+        if self.mass_matrix in ("gaussian", "gauss_newton"):
+            inverse_mass = _inverse_metric(_linearised_metric(problem))
+        first = self.num_warmup // 2 if self.mass_matrix == "gauss_newton" else self.num_warmup
+        mcmc = self._mcmc(fn, problem, first, inverse_mass)
         key_init, key_warm, key_run = jax.random.split(key, 3)
         start = time.perf_counter()
         init_params, init_gradients = None, 0
@@ -216,6 +248,20 @@ class NUTS(AbstractSampler):
                     init_params=init_params)
         jax.block_until_ready(mcmc.last_state)
         warmup_steps = int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
+        metric_products = 0
+        if self.mass_matrix == "gauss_newton":
+            draws = mcmc.get_samples(group_by_chain=True)["u_base"]
+            draws = draws.reshape((self.num_chains, first) + problem.grid.shape)
+            picked = np.linspace(first // 2, first - 1, self.metric_points).astype(int)
+            points = draws[:, picked].reshape((-1,) + problem.grid.shape)
+            metric = _gauss_newton_metric(problem, points)
+            metric_products = points.shape[0] * int(np.prod(problem.y.shape))
+            last = mcmc.last_state.z
+            mcmc = self._mcmc(fn, problem, self.num_warmup - first, _inverse_metric(metric))
+            key_warm = jax.random.fold_in(key_warm, 1)
+            mcmc.warmup(key_warm, problem.y, extra_fields=("num_steps",), init_params=last)
+            jax.block_until_ready(mcmc.last_state)
+            warmup_steps += int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
         warm = time.perf_counter()
         mcmc.run(key_run, problem.y, extra_fields=("num_steps", "diverging", "accept_prob"))
         samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
@@ -225,12 +271,15 @@ class NUTS(AbstractSampler):
         import arviz as az
 
         posterior_vars = {"u": fields}
+        if "u_base" in samples:  # the white latent that NUTS moves in
+            posterior_vars["u_base"] = np.asarray(samples["u_base"])
         if "sigma" in samples:
             posterior_vars["sigma"] = np.asarray(samples["sigma"])
         idata = az.from_dict({"posterior": posterior_vars})
         rhat = np.asarray(az.rhat(fields, chain_axis=0, draw_axis=1))
         ess = np.asarray(az.ess(fields, chain_axis=0, draw_axis=1, method="bulk"))
         divergences = int(np.sum(np.asarray(extra["diverging"])))
+        misfit = _misfit_per_chain(problem, samples["u"], samples.get("sigma"))
         step_size = np.atleast_1d(np.asarray(mcmc.last_state.adapt_state.step_size))
         diagnostics = {
             "rhat_max": float(np.nanmax(rhat)) if self.num_chains > 1 else float("nan"),
@@ -242,6 +291,7 @@ class NUTS(AbstractSampler):
             "step_size": float(np.mean(step_size)),
             "mean_leapfrog_steps": float(np.mean(np.asarray(extra["num_steps"]))),
             "accept_prob": float(np.mean(np.asarray(extra["accept_prob"]))),
+            "misfit_per_chain": [float(m) for m in misfit],
         }
         summary = _summary(idata, rhat, ess, "sigma" in samples)
         sampling_time = end - warm
@@ -251,7 +301,8 @@ class NUTS(AbstractSampler):
             "init_time_s": initialised - start,
             "warmup_time_s": warm - initialised,
             "sampling_time_s": sampling_time,
-            "gradient_evaluations": gradient_evaluations + warmup_steps + init_gradients,
+            "gradient_evaluations": (gradient_evaluations + warmup_steps + init_gradients
+                                     + metric_products),
             "ess_per_second": diagnostics["ess_bulk_min"] / sampling_time,
         }
         return {
@@ -264,32 +315,76 @@ class NUTS(AbstractSampler):
         }
 
 
-def _gaussian_inverse_mass(problem: "_Problem") -> Float[Array, "N N"]:
-    r"""$(I + G^\top G/\sigma^2)^{-1}$, $G = A Q_{\mathrm{pix}}^{1/2}$: the latent posterior
-    covariance of the problem with the flow replaced by the identity (dense)."""
+def _whitened_forward(problem: "_Problem"):
+    r"""$w \mapsto A\,\Phi(Q_{\mathrm{pix}}^{1/2} w)/\sigma$ and the colouring transform,
+    after checking that the metrics of `mass_matrix` can be built for `problem`."""
     prior = whiten(problem.prior)
     grid = problem.grid
     if not (isinstance(prior, dist.TransformedDistribution)
             and isinstance(prior.transforms[0], ColourTransform)):
         raise ValueError(
-            "`mass_matrix='gaussian'` needs a GaussianField prior or a transform of one; got "
-            f"{problem.prior!r}."
+            "`mass_matrix='gaussian'` and `'gauss_newton'` need a GaussianField prior or a "
+            f"transform of one; got {problem.prior!r}."
         )
     if problem.noise.inferred:
-        raise ValueError("`mass_matrix='gaussian'` needs a known noise sigma; got an inferred one.")
+        raise ValueError(
+            "`mass_matrix='gaussian'` and `'gauss_newton'` need a known noise sigma; got an "
+            "inferred one."
+        )
     if grid.size > 4096:
         raise ValueError(
-            f"`mass_matrix='gaussian'` builds a dense N x N matrix; the grid has N = {grid.size} "
-            "> 4096 points. Use mass_matrix='adapt'."
+            "`mass_matrix='gaussian'` and `'gauss_newton'` build a dense N x N matrix; the grid "
+            f"has N = {grid.size} > 4096 points. Use mass_matrix='adapt'."
         )
-    colour = prior.transforms[0]
+
+    def forward(w):
+        for transform in prior.transforms:
+            w = transform(w)
+        return problem.operator(w, grid) / problem.noise.sigma
+
+    return forward, prior.transforms[0]
+
+
+def _linearised_metric(problem: "_Problem") -> Float[Array, "N N"]:
+    r"""$I + G^\top G/\sigma^2$, $G = A Q_{\mathrm{pix}}^{1/2}$: the latent posterior
+    precision of the problem with the flow replaced by the identity (dense)."""
+    _, colour = _whitened_forward(problem)
+    grid = problem.grid
     n = grid.size
     eye = jnp.eye(n).reshape((n,) + grid.shape)
     root = jax.vmap(lambda e: colour(e))(eye).reshape(n, n).T  # u = root @ w (symmetric)
     g = problem.operator.matrix(grid) @ root / problem.noise.sigma
-    precision = jnp.eye(n) + g.T @ g
-    factor = jnp.linalg.cholesky(precision)
-    inverse = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(n))
+    return jnp.eye(n) + g.T @ g
+
+
+def _gauss_newton_metric(problem: "_Problem", points: Float[Array, "K n1 n2"]
+                        ) -> Float[Array, "N N"]:
+    """The metric of `NUTS(mass_matrix="gauss_newton")` (its equation is in `NUTS`) at the
+    white-latent `points`: each Jacobian is built row by row from one linearisation and a
+    vector-Jacobian product per observed value, in blocks of 64."""
+    forward, _ = _whitened_forward(problem)
+    n = problem.grid.size
+
+    def normal_matrix(w):
+        out, pullback = jax.vjp(forward, w)
+        rows = jnp.eye(out.size).reshape((out.size,) + out.shape)
+        jacobian = jax.lax.map(lambda v: pullback(v)[0].reshape(n), rows, batch_size=64)
+        return jacobian.T @ jacobian
+
+    @jax.jit
+    def average(points):
+        def add(total, w):
+            return total + normal_matrix(w), None
+
+        total, _ = jax.lax.scan(add, jnp.zeros((n, n)), points)
+        return jnp.eye(n) + total / points.shape[0]
+
+    return average(points)
+
+
+def _inverse_metric(metric: Float[Array, "N N"]) -> Float[Array, "N N"]:
+    factor = jnp.linalg.cholesky(metric)
+    inverse = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(metric.shape[0]))
     return 0.5 * (inverse + inverse.T)
 
 
@@ -315,6 +410,21 @@ def _optimised_inits(fn, y, key, num_chains: int, steps: int, learning_rate: flo
         return z
 
     return jax.jit(jax.vmap(descend))(params)
+
+
+def _misfit_per_chain(problem: "_Problem", fields, sigma) -> np.ndarray:
+    r"""Per chain, the mean over draws of $\lVert y - A u\rVert^2 / (\sigma^2 m)$ ($m$ data).
+
+    About 1 (a little less) for draws that explain the data as well as the noise allows; a
+    chain far above 1 is stuck where the field does not fit the data. When chains disagree
+    (R-hat above 1) but all sit near 1, they explore different fields that each fit the
+    data: distinct posterior modes, not a failure to find the posterior.
+    """
+    predict = jax.vmap(jax.vmap(lambda u: problem.operator(u, problem.grid)))
+    residual = predict(fields) - problem.y
+    squares = jnp.sum(residual.reshape(residual.shape[:2] + (-1,)) ** 2, axis=-1)
+    variance = problem.noise.sigma ** 2 if sigma is None else jnp.asarray(sigma) ** 2
+    return np.asarray(jnp.mean(squares / variance, axis=1)) / problem.y.size
 
 
 def _chain_method(sampler: NUTS, mesh):

@@ -89,21 +89,22 @@ def load_checkpoint_or_pretrained(checkpoint: str):
 
 def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chains: int,
                  steps: int, guidance: float, max_tree_depth: int = 6, init_steps: int = 100,
-                 grid_size: int | None = None):
+                 grid_size: int | None = None, mass_matrix: str = "auto"):
     """A sampler of [`posterior`][numpyro_fsdiff.inverse.posterior] by name.
 
     NUTS starts each chain from its own prior draw moved `init_steps` Adam steps uphill
-    (`init="map"`) and, on grids of up to 4096 points (`grid_size`), uses the fixed
-    linearised-posterior mass matrix (`mass_matrix="gaussian"`); see
-    [`NUTS`][numpyro_fsdiff.inverse.NUTS].
+    (`init="map"`), with `mass_matrix` as in [`run_task`][numpyro_fsdiff.inverse.run_task]
+    (`"auto"` is decided here, from `grid_size`).
     """
     from ._posterior import DPS, MAP, NUTS, SVI
 
     if name == "nuts":
-        dense = grid_size is not None and grid_size <= 4096
+        if mass_matrix == "auto":
+            dense = grid_size is not None and grid_size <= 4096
+            mass_matrix = "gaussian" if dense else "adapt"
         return NUTS(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                     chain_method="vectorized", max_tree_depth=max_tree_depth, init="map",
-                    init_steps=init_steps, mass_matrix="gaussian" if dense else "adapt")
+                    init_steps=init_steps, mass_matrix=mass_matrix)
     if name == "svi":
         return SVI("normal", num_steps=steps, learning_rate=0.02, num_samples=num_samples)
     if name == "map":
@@ -131,6 +132,7 @@ def run_task(
     ode_solver: str = "euler",
     max_tree_depth: int = 6,
     init_steps: int = 100,
+    mass_matrix: str = "auto",
     guidance: float = 1.0,
     seed: int = 0,
     out: str | Path = "invert_out",
@@ -145,9 +147,10 @@ def run_task(
     or its score alone for DPS (with the normalised guidance of
     [`guided_score`][numpyro_fsdiff.inverse.guided_score], weight `guidance`). NUTS runs two
     vectorised chains (or `num_chains`), tree depth <= `max_tree_depth`, each started from a
-    prior draw moved `init_steps` Adam steps uphill (`init="map"`), with the linearised
-    posterior as its mass matrix on grids of up to 4096 points (`mass_matrix="gaussian"`; see
-    [`NUTS`][numpyro_fsdiff.inverse.NUTS]). The truth at another resolution
+    prior draw moved `init_steps` Adam steps uphill (`init="map"`), with the mass matrix
+    `mass_matrix` (one of [`NUTS`][numpyro_fsdiff.inverse.NUTS]'s, or `"auto"`: the
+    linearised posterior, `"gaussian"`, on grids of up to 4096 points, numpyro's adaptation on
+    larger ones). The truth at another resolution
     is the band-limited (spectral) resampling of the 28 x 28 image.
 
     **Which flow solver.** The flow ends at $t_\varepsilon = 10^{-3}$, where the drift is
@@ -202,7 +205,7 @@ def run_task(
     chosen = make_sampler(sampler, ckpt, num_samples=num_samples, num_warmup=num_warmup,
                           num_chains=num_chains, steps=steps, guidance=guidance,
                           max_tree_depth=max_tree_depth, init_steps=init_steps,
-                          grid_size=grid.size)
+                          grid_size=grid.size, mass_matrix=mass_matrix)
     result = posterior(key_post, y, operator, prior, chosen, grid=grid, noise=noise,
                        truth=truth, data_range=2.0)
     per_step, initial = score_evaluations_per_step(solver)
@@ -225,8 +228,9 @@ def run_task(
         "noise_sigma": sigma,
         "ode_solver": ode_solver,
         "ode_steps": ode_steps,
+        **({"mass_matrix": chosen.mass_matrix} if sampler == "nuts" else {}),
         "metrics": result.metrics,
-        "diagnostics": {k: (v if isinstance(v, (int, str)) else float(v))
+        "diagnostics": {k: (v if isinstance(v, (int, str, list)) else float(v))
                         for k, v in result.diagnostics.items()},
         "info": {k: float(v) for k, v in info.items()},
     }
