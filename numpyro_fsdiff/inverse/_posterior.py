@@ -100,6 +100,7 @@ class _Problem(eqx.Module):
 
 _INITS = ("uniform", "prior", "map")
 _MASS_MATRICES = ("adapt", "gaussian", "gauss_newton")
+DENSE_METRIC_MAX_POINTS = 4096  # the dense N x N metrics of `mass_matrix` stop here
 
 
 class NUTS(AbstractSampler):
@@ -331,10 +332,10 @@ def _whitened_forward(problem: "_Problem"):
             "`mass_matrix='gaussian'` and `'gauss_newton'` need a known noise sigma; got an "
             "inferred one."
         )
-    if grid.size > 4096:
+    if grid.size > DENSE_METRIC_MAX_POINTS:
         raise ValueError(
             "`mass_matrix='gaussian'` and `'gauss_newton'` build a dense N x N matrix; the grid "
-            f"has N = {grid.size} > 4096 points. Use mass_matrix='adapt'."
+            f"has N = {grid.size} > {DENSE_METRIC_MAX_POINTS} points. Use mass_matrix='adapt'."
         )
 
     def forward(w):
@@ -418,7 +419,7 @@ def _misfit_per_chain(problem: "_Problem", fields, sigma) -> np.ndarray:
     About 1 (a little less) for draws that explain the data as well as the noise allows; a
     chain far above 1 is stuck where the field does not fit the data. When chains disagree
     (R-hat above 1) but all sit near 1, they explore different fields that each fit the
-    data: distinct posterior modes, not a failure to find the posterior.
+    data: distinct modes, or parts of one region that they cross slowly.
     """
     predict = jax.vmap(jax.vmap(lambda u: problem.operator(u, problem.grid)))
     residual = predict(fields) - problem.y

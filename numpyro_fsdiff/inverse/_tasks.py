@@ -96,11 +96,11 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     (`init="map"`), with `mass_matrix` as in [`run_task`][numpyro_fsdiff.inverse.run_task]
     (`"auto"` is decided here, from `grid_size`).
     """
-    from ._posterior import DPS, MAP, NUTS, SVI
+    from ._posterior import DENSE_METRIC_MAX_POINTS, DPS, MAP, NUTS, SVI
 
     if name == "nuts":
         if mass_matrix == "auto":
-            dense = grid_size is not None and grid_size <= 4096
+            dense = grid_size is not None and grid_size <= DENSE_METRIC_MAX_POINTS
             mass_matrix = "gaussian" if dense else "adapt"
         return NUTS(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                     chain_method="vectorized", max_tree_depth=max_tree_depth, init="map",
