@@ -333,18 +333,24 @@ def test_nuts_through_the_probability_flow(x64):
     np.testing.assert_array_less(np.abs(result.std / std - 1), 5 / np.sqrt(2 * ess) + 0.02)
 
 
+def _tiny_checkpoint(path):
+    """An untrained 1-layer FNO checkpoint, for command-line runs that check plumbing."""
+    from numpyro_fsdiff._checkpoint import save_checkpoint
+    from numpyro_fsdiff.nn import FNO
+
+    network = FNO(modes=3, width=4, depth=1, embedding_dim=4, projection_dim=8,
+                  key=jax.random.key(0))
+    save_checkpoint(path, network, VPSDE(Matern(alpha=2.0, tau=3.0)))
+
+
 @pytest.mark.slow
 def test_invert_command_end_to_end(tmp_path):
     """`fsdiff invert` on a tiny untrained checkpoint: it runs and writes the panel and report."""
     import json
 
-    from numpyro_fsdiff._checkpoint import save_checkpoint
     from numpyro_fsdiff.cli import main
-    from numpyro_fsdiff.nn import FNO
 
-    network = FNO(modes=3, width=4, depth=1, embedding_dim=4, projection_dim=8,
-                  key=jax.random.key(0))
-    save_checkpoint(tmp_path / "ckpt", network, VPSDE(Matern(alpha=2.0, tau=3.0)))
+    _tiny_checkpoint(tmp_path / "ckpt")
     code = main(["invert", "--task", "inpaint", "--checkpoint", str(tmp_path / "ckpt"),
                  "--resolution", "16", "--sampler", "dps", "--samples", "2", "--steps", "3",
                  "--out", str(tmp_path / "out")])
@@ -382,13 +388,9 @@ def test_invert_command_passes_the_mass_matrix(tmp_path):
     checkpoint: the report names the mass matrix and carries every chain's data misfit."""
     import json
 
-    from numpyro_fsdiff._checkpoint import save_checkpoint
     from numpyro_fsdiff.cli import main
-    from numpyro_fsdiff.nn import FNO
 
-    network = FNO(modes=3, width=4, depth=1, embedding_dim=4, projection_dim=8,
-                  key=jax.random.key(0))
-    save_checkpoint(tmp_path / "ckpt", network, VPSDE(Matern(alpha=2.0, tau=3.0)))
+    _tiny_checkpoint(tmp_path / "ckpt")
     code = main(["invert", "--task", "superres", "--checkpoint", str(tmp_path / "ckpt"),
                  "--resolution", "8", "--sampler", "nuts", "--samples", "3", "--warmup", "10",
                  "--tree-depth", "2", "--init-steps", "2", "--ode-steps", "2",

@@ -251,12 +251,11 @@ class NUTS(AbstractSampler):
         warmup_steps = int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
         metric_products = 0
         if self.mass_matrix == "gauss_newton":
-            draws = mcmc.get_samples(group_by_chain=True)["u_base"]
-            draws = draws.reshape((self.num_chains, first) + problem.grid.shape)
+            draws = mcmc.get_samples(group_by_chain=True)["u_base"]  # (chains, first, n1, n2)
             picked = np.linspace(first // 2, first - 1, self.metric_points).astype(int)
             points = draws[:, picked].reshape((-1,) + problem.grid.shape)
             metric = _gauss_newton_metric(problem, points)
-            metric_products = points.shape[0] * int(np.prod(problem.y.shape))
+            metric_products = points.shape[0] * problem.y.size
             last = mcmc.last_state.z
             mcmc = self._mcmc(fn, problem, self.num_warmup - first, _inverse_metric(metric))
             key_warm = jax.random.fold_in(key_warm, 1)
