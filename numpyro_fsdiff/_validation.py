@@ -46,3 +46,30 @@ def check_finite(name: str, x):
             raise ValueError(f"`{name}` contains NaN or inf values.")
         return x
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"`{name}` contains NaN or inf values.")
+
+
+def check_data(name: str, x, *, shape: Sequence[int] | None = None, ndim: int | None = None):
+    """Return user data `x` as a JAX array after the checks every public entry makes.
+
+    The one validation helper for data arrays: `x` must be real-valued (bool, integer or
+    float; not complex, not object or string), have exactly `ndim` axes if given, end in the
+    field shape `shape` if given, and hold no NaN or inf (concrete arrays raise now, traced ones
+    at run time through `equinox.error_if`).
+
+    **Raises:** `ValueError` naming `name` and what it received.
+    """
+    try:
+        dtype = np.dtype(jnp.result_type(x))
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be a real numeric array; got {type(x).__name__}."
+        ) from None
+    if not (
+        np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer) or dtype == np.bool_
+    ):
+        raise ValueError(f"`{name}` must be a real numeric array; got dtype {dtype}.")
+    if ndim is not None and jnp.ndim(x) != ndim:
+        raise ValueError(f"`{name}` must have {ndim} axes; got shape {tuple(jnp.shape(x))}.")
+    if shape is not None:
+        check_field_shape(name, x, shape)
+    return check_finite(name, jnp.asarray(x))
