@@ -59,8 +59,10 @@ def check_data(name: str, x, *, shape: Sequence[int] | None = None, ndim: int | 
     **Raises:** `ValueError` naming `name` and what it received.
     """
     try:
+        if is_concrete(x) and not isinstance(x, jax.Array):
+            x = np.asarray(x)
         dtype = np.dtype(jnp.result_type(x))
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"`{name}` must be a real numeric array; got {type(x).__name__}."
         ) from None
