@@ -55,4 +55,7 @@ from ._training import TrainResult as TrainResult
 from ._training import heldout_loss as heldout_loss
 from ._training import train as train
 
-__version__ = importlib.metadata.version("numpyro_fsdiff")
+try:
+    __version__ = importlib.metadata.version("numpyro_fsdiff")
+except importlib.metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
+    __version__ = "0+unknown"
