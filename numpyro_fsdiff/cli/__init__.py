@@ -6,7 +6,8 @@ and the examples, the solver-comparison harness, the training of the feature cla
 model cards of the shipped weights, and the glibc allocator setting the commands apply.
 
 Each command's flags are defined once, by one builder (`add_arguments` in the command's
-module), for `fsdiff` and for the scripts in examples/ ([`run_script`][numpyro_fsdiff.cli.run_script]).
+module), for `fsdiff` and for the scripts in examples/
+([`run_script`][numpyro_fsdiff.cli.run_script]).
 
 User errors (bad values, missing files, a diverged run) print one line, `fsdiff: error: ...`,
 and exit with status 2; `--debug` prints the traceback as well. Ctrl-C exits with status 130.

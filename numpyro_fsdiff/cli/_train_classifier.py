@@ -67,8 +67,9 @@ def train_classifier(
         order = rng.permutation(num)
         for i in range(0, num - batch_size + 1, batch_size):
             idx = order[i : i + batch_size]
-            model, state, _ = step(model, state, jnp.asarray(train.images[idx]),
-                                   jnp.asarray(train.labels[idx]))
+            model, state, _ = step(
+                model, state, jnp.asarray(train.images[idx]), jnp.asarray(train.labels[idx])
+            )
     seconds = time.perf_counter() - start
     card = dict(
         dataset=dataset,
@@ -100,23 +101,23 @@ def _model_card(card: dict) -> str:
     name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}[card["dataset"]]
     return f"""# {name} feature classifier
 
-A small Equinox CNN (`numpyro_fsdiff.Classifier`: two 3x3 convolutions with {card['channels']}
-and {2 * card['channels']} channels, each followed by ReLU and 2x2 max-pooling, a
-{card['features']}-unit ReLU feature layer and a 10-way linear head; {card['parameters']:,}
+A small Equinox CNN (`numpyro_fsdiff.Classifier`: two 3x3 convolutions with {card["channels"]}
+and {2 * card["channels"]} channels, each followed by ReLU and 2x2 max-pooling, a
+{card["features"]}-unit ReLU feature layer and a 10-way linear head; {card["parameters"]:,}
 parameters) used only to define the Fréchet classifier distance
 (`numpyro_fsdiff.metrics.frechet_classifier_distance`) on {name}.
 
 - **Input:** one 28 x 28 image of pixel intensities in [0, 1] (byte / 255), as
-  `numpyro_fsdiff.data.load("{card['dataset']}")` returns them.
-- **Training data:** the first {card['num_train']:,} of the 60,000 {name} training images;
-  Adam, learning rate {card['learning_rate']}, batch {card['batch_size']},
-  {card['epochs']} epoch(s), seed {card['seed']}; {card['training_seconds']} s on a shared
+  `numpyro_fsdiff.data.load("{card["dataset"]}")` returns them.
+- **Training data:** the first {card["num_train"]:,} of the 60,000 {name} training images;
+  Adam, learning rate {card["learning_rate"]}, batch {card["batch_size"]},
+  {card["epochs"]} epoch(s), seed {card["seed"]}; {card["training_seconds"]} s on a shared
   2-core CPU.
-- **Test accuracy (10,000 test images): {100 * card['test_accuracy']:.2f}%.**
-- Training accuracy (first 10,000 training images): {100 * card['train_accuracy_first_10000']:.2f}%.
-- **Features:** the {card['features']}-dimensional ReLU layer before the head.
-- Reproduce: `numpyro_fsdiff.cli.train_classifier("{card['dataset']}", out, epochs={card['epochs']},
-  num_train={card['num_train']})`.
+- **Test accuracy (10,000 test images): {100 * card["test_accuracy"]:.2f}%.**
+- Training accuracy (first 10,000 training images): {100 * card["train_accuracy_first_10000"]:.2f}%.
+- **Features:** the {card["features"]}-dimensional ReLU layer before the head.
+- Reproduce: `numpyro_fsdiff.cli.train_classifier("{card["dataset"]}", out, epochs={card["epochs"]},
+  num_train={card["num_train"]})`.
 
 Not meant for classification in earnest: it is small and briefly trained, so that the
 distance is cheap; numbers from it are comparable only with numbers from these same weights.

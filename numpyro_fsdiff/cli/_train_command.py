@@ -45,9 +45,10 @@ def parse_levels(text: str) -> list[tuple[int, int]]:
                 f"must look like 14:2000,28:1000 (resolution:steps,...); got {text!r}"
             ) from None
         if resolution < 2 or steps < 1:
+            where = "" if part == text else f" in {text!r}"
             raise argparse.ArgumentTypeError(
-                f"each resolution:steps needs a resolution >= 2 and steps >= 1; got {part!r} "
-                f"in {text!r}"
+                f"each resolution:steps needs a resolution >= 2 and steps >= 1; got {part!r}"
+                + where
             )
         levels.append((resolution, steps))
     return levels
@@ -68,7 +69,12 @@ def parse_covariance(text: str, grid: Grid) -> tuple[cov.AbstractCovariance, dic
             raise ValueError(
                 f"`--covariance` parameters must be key=value; got {item!r} in {text!r}."
             )
-        params[k.strip()] = float(v)
+        try:
+            params[k.strip()] = float(v)
+        except ValueError:
+            raise ValueError(
+                f"`--covariance` parameter {k.strip()!r} must be a number; got {v!r} in {text!r}."
+            ) from None
     cls = COVARIANCES[name]
     try:
         unit = cls(**{**params, "scale": params.get("scale", 1.0)})
