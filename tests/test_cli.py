@@ -223,3 +223,24 @@ def test_invert_never_falls_back_from_a_data_root_without_data(tmp_path, capsys)
         run_task(task="deblur", checkpoint="/missing/path")
     with pytest.raises(ValueError, match=r"`ode_steps` must be an int >= 1; got 0"):
         run_task(task="deblur", checkpoint=str(ckpt), ode_steps=0)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_small(tmp_path):
+    """`fsdiff demo`'s code path with the tiny `SMALL` settings (the real demo takes about 7
+    minutes): every output file is written and the report carries the measured numbers."""
+    import json
+
+    from numpyro_fsdiff.cli._demo import SMALL, run
+
+    report = run(tmp_path, SMALL, progress=False)
+    text = report.read_text()
+    assert "## 3. Solver comparison" in text
+    for n in SMALL.sample_resolutions:
+        assert (tmp_path / f"samples_{n}.png").stat().st_size > 1000
+    for task in SMALL.inverse_tasks:
+        stem = f"{task}_nuts_mnist_{SMALL.inverse_resolution}"
+        assert (tmp_path / f"{stem}.png").exists()
+        assert json.loads((tmp_path / f"{stem}.json").read_text())["task"] == task
+    record = json.loads((tmp_path / "report.json").read_text())
+    assert record["wall_s"] > 0 and len(record["solvers"]) > 0

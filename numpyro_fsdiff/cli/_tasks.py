@@ -292,8 +292,9 @@ def _panel(path, ckpt, truth, observation, result, *, title):
         if name == "observation":
             image = np.asarray(ckpt.to_pixels(jnp.nan_to_num(jnp.asarray(image), nan=-1.0)))
             image = np.where(np.isnan(observation), np.nan, image)
-        cmap = plt.get_cmap("magma" if name == "posterior std" else "gray").copy()
-        cmap.set_bad("#4477aa")  # unobserved pixels of the observation panel
+        cmap = plt.get_cmap("magma" if name == "posterior std" else "gray").with_extremes(
+            bad="#4477aa"  # unobserved pixels of the observation panel
+        )
         ax.imshow(image, cmap=cmap,
                   vmin=None if name == "posterior std" else 0.0,
                   vmax=None if name == "posterior std" else 1.0)
