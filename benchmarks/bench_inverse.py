@@ -124,7 +124,7 @@ def _floats(d):
 
 
 def mnist_suite(args):
-    from numpyro_fsdiff.inverse import run_task
+    from numpyro_fsdiff.cli import run_task
 
     rows = []
     for dataset in args.datasets:

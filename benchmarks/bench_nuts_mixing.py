@@ -26,6 +26,7 @@ def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist
     import jax.numpy as jnp
     import numpyro.distributions as dist
 
+    from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
     from numpyro_fsdiff.inverse import (
         NUTS,
         CellAverage,
@@ -34,7 +35,6 @@ def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist
         posterior,
         psnr,
     )
-    from numpyro_fsdiff.inverse._tasks import load_checkpoint_or_pretrained
 
     ckpt = load_checkpoint_or_pretrained(checkpoint)
     grid = ckpt.grid((16, 16))

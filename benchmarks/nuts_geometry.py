@@ -44,6 +44,7 @@ def main(argv=None):
     import numpyro.distributions as dist
     from numpyro.infer.util import initialize_model
 
+    from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
     from numpyro_fsdiff.inverse import NUTS, CellAverage, GaussianNoise, posterior
     from numpyro_fsdiff.inverse._posterior import (
         _gauss_newton_metric,
@@ -51,7 +52,6 @@ def main(argv=None):
         _linearised_metric,
         _Problem,
     )
-    from numpyro_fsdiff.inverse._tasks import load_checkpoint_or_pretrained
 
     fsd.reuse_freed_memory()
     ckpt = load_checkpoint_or_pretrained("mnist")

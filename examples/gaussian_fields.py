@@ -7,14 +7,10 @@ gaussian_fields.png, forward_sde.png and summary.txt (trace and pixel variance p
     python examples/gaussian_fields.py --out gaussian_out
 """
 
-import argparse
+import sys
 
-from numpyro_fsdiff._demo_gaussian import run
+from numpyro_fsdiff.cli import run_script
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="gaussian_out")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print((run(args.out, seed=args.seed) / "summary.txt").read_text())
+    # `fsdiff demo --gaussian`
+    sys.exit(run_script("demo", description=__doc__, gaussian=True, out="gaussian_out"))

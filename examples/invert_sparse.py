@@ -8,7 +8,11 @@ samples) and a JSON report (PSNR, SSIM, 90% coverage, diagnostics) go to --out.
         --checkpoint fashion-mnist --resolution 56
 """
 
-from _invert_common import main
+import sys
+
+from numpyro_fsdiff.cli import run_script
 
 if __name__ == "__main__":
-    main("sparse", __doc__)
+    # `fsdiff invert --task sparse` with defaults for a quick run: the DPS baseline, 8 draws.
+    sys.exit(run_script("invert", description=__doc__, task="sparse", sampler="dps", samples=8,
+                        warmup=20, steps=100, out="examples_out"))

@@ -8,18 +8,11 @@ The shipped pretrained weights were made this way; their MODEL_CARD.md has the c
     python examples/multilevel_mnist.py --dataset fashion-mnist --levels 14:200,28:100
 """
 
-import argparse
 import sys
 
-from numpyro_fsdiff.cli import main as fsdiff
+from numpyro_fsdiff.cli import run_script
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    parser.add_argument("--levels", default="14:200,28:100")
-    parser.add_argument("--covariance", default="matern:alpha=1.5,tau=10")
-    parser.add_argument("--out", default="runs/multilevel-example")
-    args, rest = parser.parse_known_args()
-    sys.exit(fsdiff(["train", "--dataset", args.dataset, "--levels", args.levels,
-                     "--covariance", args.covariance, "--out", args.out, *rest]))
+    # `fsdiff train` with the example's smaller defaults.
+    sys.exit(run_script("train", description=__doc__, levels="14:200,28:100",
+                        out="runs/multilevel-example"))

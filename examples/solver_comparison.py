@@ -8,20 +8,11 @@ and Frechet classifier distances). Writes solvers.md, solvers.json and solvers.p
     python examples/solver_comparison.py --checkpoint mnist --resolution 28 --num 256
 """
 
-import argparse
+import sys
 
-from numpyro_fsdiff._solver_comparison import run_comparison
+from numpyro_fsdiff.cli import run_script
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--num", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", default="solvers_out")
-    args = parser.parse_args()
-    rows, markdown = run_comparison(args.out, checkpoint=args.checkpoint,
-                                    resolution=args.resolution, num=args.num,
-                                    repeats=args.repeats)
-    print(markdown)
+    # `fsdiff bench-solvers` with the example's smaller defaults.
+    sys.exit(run_script("bench-solvers", description=__doc__, resolution=16, num=128, repeats=1,
+                        out="solvers_out"))

@@ -7,14 +7,12 @@ from . import data as data
 from . import inverse as inverse
 from . import metrics as metrics
 from . import nn as nn
-from ._allocator import reuse_freed_memory as reuse_freed_memory
 from ._analytic import GaussianScore as GaussianScore
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._classifier import Classifier as Classifier
 from ._classifier import classifier_accuracy as classifier_accuracy
 from ._classifier import load_classifier as load_classifier
-from ._classifier import train_classifier as train_classifier
 from ._corrector import LangevinTerm as LangevinTerm
 from ._corrector import PredictorCorrector as PredictorCorrector
 from ._flow import ProbabilityFlow as ProbabilityFlow
@@ -43,7 +41,6 @@ from ._sharding import map_blocks as map_blocks
 from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate
 from ._sharding import shard_leading_axis as shard_leading_axis
-from ._solver_comparison import compare_solvers as compare_solvers
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
 from ._solvers import resolve_solver as resolve_solver
@@ -51,6 +48,7 @@ from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
 from ._training import TrainingDivergedError as TrainingDivergedError
+from ._training import TrainingInterrupted as TrainingInterrupted
 from ._training import TrainResult as TrainResult
 from ._training import heldout_loss as heldout_loss
 from ._training import train as train
@@ -59,3 +57,26 @@ try:
     __version__ = importlib.metadata.version("numpyro_fsdiff")
 except importlib.metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
     __version__ = "0+unknown"
+
+# Application names that lived here before the command line became its own package
+# (`numpyro_fsdiff.cli`); they still resolve, with a warning, for one release.
+_MOVED_TO_CLI = {
+    "reuse_freed_memory": "numpyro_fsdiff.cli",
+    "compare_solvers": "numpyro_fsdiff.cli",
+    "train_classifier": "numpyro_fsdiff.cli",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_CLI:
+        import warnings
+
+        where = _MOVED_TO_CLI[name]
+        warnings.warn(
+            f"`numpyro_fsdiff.{name}` moved to `{where}.{name}` (the application package); "
+            "the old name will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

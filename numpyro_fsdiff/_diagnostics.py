@@ -223,9 +223,6 @@ def plot_field_posterior(
 
     **Returns:** the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     posterior = data["posterior"]

@@ -723,3 +723,21 @@ def train(
         wall_time=wall_time,
         cpu_time=cpu_time,
     )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (SIGINT, Ctrl-C); the state of `step` was checkpointed.
+
+    **Attributes:** `step`: the last completed step; `checkpoint_dir`: the folder holding the
+    checkpoint of that step (a `pathlib.Path`), or `None` when no `checkpoint_dir` was given.
+    """
+
+    def __init__(self, step: int, checkpoint_dir=None):
+        self.step = step
+        self.checkpoint_dir = checkpoint_dir
+        where = (
+            f"checkpoint saved in {checkpoint_dir}"
+            if checkpoint_dir is not None
+            else "no checkpoint written (no checkpoint_dir)"
+        )
+        super().__init__(f"training interrupted at step {step}; {where}")

@@ -9,8 +9,8 @@ import pytest
 PROBE = textwrap.dedent(
     """
     import resource, sys
-    import numpyro_fsdiff as fsd
-    applied = fsd.reuse_freed_memory() if sys.argv[1] == "reuse" else False
+    from numpyro_fsdiff.cli import reuse_freed_memory
+    applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
     import jax, jax.numpy as jnp
     x = jnp.ones((4096, 4096))  # 64 MiB
     double = jax.jit(lambda x: 2 * x)
@@ -48,7 +48,7 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_calling_it_again_is_harmless():
-    import numpyro_fsdiff as fsd
+    from numpyro_fsdiff.cli import reuse_freed_memory
 
-    first = fsd.reuse_freed_memory()
-    assert fsd.reuse_freed_memory() == first
+    first = reuse_freed_memory()
+    assert reuse_freed_memory() == first

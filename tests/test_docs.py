@@ -1,4 +1,5 @@
-"""Every ```python snippet on the docs pages runs, page by page in one namespace.
+"""Every ```python snippet on the docs pages and in README.md runs, page by page in one
+namespace.
 
 Pages whose snippets are intrinsically expensive (NUTS through the pretrained network's
 probability flow: about 45 s of CPU) run with the slow tests (`make test-slow`)."""
@@ -10,7 +11,7 @@ import matplotlib
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "docs").rglob("*.md"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 SLOW_PAGES = {"prior.md"}
 
@@ -20,7 +21,7 @@ def snippets(page: Path) -> list[str]:
 
 
 def _name(page: Path) -> str:
-    return str(page.relative_to(ROOT / "docs"))
+    return str(page.relative_to(ROOT if page.parent == ROOT else ROOT / "docs"))
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,11 @@ def test_docs_snippets_run(page, tmp_path, monkeypatch):
             exec(compile(code, f"{page.name}[snippet {i}]", "exec"), namespace)
         except Exception as error:  # report which snippet failed
             raise AssertionError(f"{page.name} snippet {i} failed: {error!r}\n{code}") from error
+
+
+def test_readme_quick_start_is_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```bash\n(.*?)^```", quick, re.S | re.M)
+    assert blocks == ["make demo\nmake test\n"]
+    assert snippets(ROOT / "README.md")  # the Python section is collected and run above

@@ -364,13 +364,10 @@ def test_invert_command_end_to_end(tmp_path):
 
 def test_invert_chooses_the_mass_matrix():
     """`--mass-matrix` reaches NUTS; `auto` is the linearised posterior up to 4096 points."""
-    import argparse
+    from numpyro_fsdiff.cli import build_parser
+    from numpyro_fsdiff.cli._tasks import make_sampler
 
-    from numpyro_fsdiff.inverse._cli import add_parser
-    from numpyro_fsdiff.inverse._tasks import make_sampler
-
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["invert", "--task", "deblur", "--mass-matrix", "gauss_newton"])
     assert args.mass_matrix == "gauss_newton"
     with pytest.raises(SystemExit):
@@ -459,7 +456,7 @@ def test_dps_with_an_srk_solver_reaches_the_exact_law(x64, solver):
     data is known per mode (`gaussian_sampler_spectrum`). The SRK solvers need the time-reversal
     workaround of `sample` (Diffrax issue 598); without it this error is about 0.65, with it
     about the sampling floor (0.019 measured with 1000 samples at 16 steps, floor 0.016)."""
-    from numpyro_fsdiff._solver_comparison import gaussian_sampler_spectrum
+    from numpyro_fsdiff._sampler_spectrum import gaussian_sampler_spectrum
     from numpyro_fsdiff.metrics import empirical_spectrum, gaussian_w2_spectra
 
     grid, num = Grid((8, 8)), 400

@@ -9,7 +9,7 @@ import pytest
 
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._sample import score_evaluations_per_step
-from numpyro_fsdiff._solver_comparison import gaussian_sampler_spectrum
+from numpyro_fsdiff._sampler_spectrum import gaussian_sampler_spectrum
 from numpyro_fsdiff.covariance import Matern
 from numpyro_fsdiff.metrics import empirical_spectrum, gaussian_w2, gaussian_w2_spectra
 
@@ -276,7 +276,7 @@ class _SpectralToy(eqx.Module):
 
 
 def test_solver_comparison_writes_table_and_plot(tmp_path):
-    from numpyro_fsdiff._solver_comparison import run_comparison
+    from numpyro_fsdiff.cli._solver_comparison import run_comparison
 
     configs = [dict(method="sde", solver="euler", steps=n) for n in (4, 200)]
     rows, markdown = run_comparison(tmp_path, resolution=8, num=200, repeats=1,

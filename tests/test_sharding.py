@@ -183,7 +183,7 @@ def test_global_batch_with_one_process_is_the_local_batch():
 
 
 def test_fsdiff_train_devices_option_builds_a_data_mesh():
-    from numpyro_fsdiff._train_command import _mesh
+    from numpyro_fsdiff.cli._train_command import _mesh
 
     assert _mesh(None) is None
     mesh = _mesh(1)

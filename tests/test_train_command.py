@@ -26,7 +26,7 @@ def test_fsdiff_train_writes_a_run_folder(tmp_path):
     assert load_checkpoint(out).config["step"] == 5
     # The model card of a shipped checkpoint is generated from this record.
     from numpyro_fsdiff._checkpoint import read_config
-    from numpyro_fsdiff._train_command import model_card
+    from numpyro_fsdiff.cli import model_card
 
     card = model_card(read_config(out), "mnist", "the shipped subset", "nothing else running",
                       launcher="FSDIFF_DATA=/data")

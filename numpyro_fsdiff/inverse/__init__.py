@@ -25,7 +25,22 @@ from ._posterior import Posterior as Posterior
 from ._posterior import gaussian_posterior as gaussian_posterior
 from ._posterior import guided_score as guided_score
 from ._posterior import posterior as posterior
-from ._tasks import SAMPLERS as SAMPLERS
-from ._tasks import TASKS as TASKS
-from ._tasks import run_task as run_task
-from ._tasks import task_operator as task_operator
+
+# The MNIST tasks moved to the application package (`numpyro_fsdiff.cli`); the old names
+# still resolve, with a warning, for one release.
+_MOVED_TO_CLI = ("SAMPLERS", "TASKS", "run_task", "task_operator")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_CLI:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"`numpyro_fsdiff.inverse.{name}` moved to `numpyro_fsdiff.cli.{name}` (the "
+            "application package); the old name will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("numpyro_fsdiff.cli"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,12 +1,20 @@
 """`fsdiff train` and `fsdiff data fetch`: train on MNIST-like data and write a run folder.
 
+`fsdiff train --out DIR` refuses a folder that already holds a run unless `--resume` (continue
+it) or `--overwrite` (start again from step 0) says what to do with it; Ctrl-C checkpoints the
+current step and prints the command that resumes it; a run that fails leaves no empty folder
+behind.
+
 A run folder holds the checkpoint (`checkpoint.json`, `model-*.eqx`, `state-*.eqx`), `log.txt`
 (written by the caller's shell), `loss.png` (the training and held-out loss) and
 `samples.png` (a grid of samples from a fixed-step reverse-SDE Euler-Maruyama solve with
 `numpyro_fsdiff.sample`, followed by Tweedie's denoising step).
 """
 
+import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -14,29 +22,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import covariance as cov
-from ._checkpoint import load_checkpoint, update_record
-from ._grid import Grid
-from ._io import save_figure, write_text
-from ._sample import sample
-from ._sde import VPSDE
-from ._sharding import data_mesh
-from ._training import heldout_loss, train
+from .. import covariance as cov
+from .._checkpoint import load_checkpoint, update_record
+from .._grid import Grid
+from .._io import save_figure, write_text
+from .._sample import sample
+from .._sde import VPSDE
+from .._sharding import data_mesh
+from .._training import TrainingInterrupted, heldout_loss, train
 
 COVARIANCES = {"matern": cov.Matern, "laplacian": cov.LaplacianPower, "white": cov.WhiteNoise}
 
 
 def parse_levels(text: str) -> list[tuple[int, int]]:
-    """`"14:2000,28:1000"` -> `[(14, 2000), (28, 1000)]`."""
+    """`"14:2000,28:1000"` -> `[(14, 2000), (28, 1000)]`; the argparse type of `--levels`."""
     levels = []
     for part in text.split(","):
         try:
-            resolution, steps = part.split(":")
-            levels.append((int(resolution), int(steps)))
+            resolution, steps = (int(v) for v in part.split(":"))
         except ValueError:
-            raise ValueError(
-                f"`--levels` must look like 14:2000,28:1000 (resolution:steps); got {text!r}."
+            raise argparse.ArgumentTypeError(
+                f"must look like 14:2000,28:1000 (resolution:steps,...); got {text!r}"
             ) from None
+        if resolution < 2 or steps < 1:
+            where = "" if part == text else f" in {text!r}"
+            raise argparse.ArgumentTypeError(
+                f"each resolution:steps needs a resolution >= 2 and steps >= 1; got {part!r}"
+                + where
+            )
+        levels.append((resolution, steps))
     return levels
 
 
@@ -55,7 +69,12 @@ def parse_covariance(text: str, grid: Grid) -> tuple[cov.AbstractCovariance, dic
             raise ValueError(
                 f"`--covariance` parameters must be key=value; got {item!r} in {text!r}."
             )
-        params[k.strip()] = float(v)
+        try:
+            params[k.strip()] = float(v)
+        except ValueError:
+            raise ValueError(
+                f"`--covariance` parameter {k.strip()!r} must be a number; got {v!r} in {text!r}."
+            ) from None
     cls = COVARIANCES[name]
     try:
         unit = cls(**{**params, "scale": params.get("scale", 1.0)})
@@ -70,9 +89,6 @@ def parse_covariance(text: str, grid: Grid) -> tuple[cov.AbstractCovariance, dic
 
 
 def plot_loss(history: list, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -102,9 +118,6 @@ def plot_loss(history: list, path: Path) -> None:
 
 
 def plot_samples(panels: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.8), squeeze=False)
@@ -162,13 +175,80 @@ def _mesh(devices: int | None):
     return data_mesh(available[:devices])
 
 
-def run_train(args) -> int:
-    from .data import PixelScaling, load, load_subset
-    from .nn import FNO
+DESCRIPTION = (
+    "Train an FNO score coarse to fine (--levels) on MNIST, Fashion-MNIST or the shipped "
+    "MNIST subset, and write a run folder: checkpoint, loss.png, samples.png, summary.json."
+)
 
+
+def _existing_run(out: Path) -> int | None:
+    """The step of the run in `out`, or `None` when `out` holds no run."""
+    from .._checkpoint import read_config
+
+    if not (out / "checkpoint.json").exists():
+        return None
+    try:
+        return int(read_config(out).get("step", 0))
+    except (ValueError, OSError, TypeError):
+        return 0
+
+
+def _resume_command(argv: str) -> str:
+    """The recorded command line with `--resume` (and without `--overwrite`)."""
+    words = [w for w in shlex.split(argv) if w != "--overwrite"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(words)
+
+
+def _remove_empty_folders(out: Path, top: Path | None) -> None:
+    """Remove `out` and its parents up to `top` (the first folder this run created), as long
+    as they are empty."""
+    if top is None:
+        return
+    folder = out
+    while True:
+        try:
+            folder.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
+
+
+def run_train(args) -> int:
+    """`fsdiff train`: refuse an existing run without --resume/--overwrite, train, report."""
     out = Path(args.out)
+    step = _existing_run(out)
+    if step is not None and not (args.resume or args.overwrite):
+        raise FileExistsError(
+            f"--out {args.out} already holds a training run (step {step}); pass --resume to "
+            "continue it, or --overwrite to start again from step 0 and replace it."
+        )
+    # The first folder on the way to `out` that does not exist yet: removed again on failure.
+    created = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
+    try:
+        return _train(args, out)
+    except TrainingInterrupted as stop:
+        if stop.checkpoint_dir is None:
+            print(f"fsdiff: interrupted at step {stop.step}; no checkpoint was written",
+                  file=sys.stderr)
+        else:
+            print(f"fsdiff: interrupted at step {stop.step}; checkpoint saved in "
+                  f"{stop.checkpoint_dir}; resume with: {_resume_command(args.argv)}",
+                  file=sys.stderr)
+        return 130
+    finally:
+        _remove_empty_folders(out, created)
+
+
+def _train(args, out: Path) -> int:
+    from ..data import PixelScaling, load, load_subset
+    from ..nn import FNO
+
     out.mkdir(parents=True, exist_ok=True)
-    levels = parse_levels(args.levels)
+    levels = args.levels
     finest = Grid((levels[-1][0], levels[-1][0]))
     init = None
     if args.init is not None:
@@ -291,7 +371,7 @@ def run_train(args) -> int:
 
 
 def run_fetch(args) -> int:
-    from .data import DATASETS, download
+    from ..data import DATASETS, download
 
     names = DATASETS if args.dataset == "all" else (args.dataset,)
     for name in names:
@@ -300,13 +380,14 @@ def run_fetch(args) -> int:
     return 0
 
 
-def add_parsers(commands) -> None:
-    p = commands.add_parser("train", help="train an FNO score on MNIST or Fashion-MNIST")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `fsdiff train` (and of examples/multilevel_mnist.py, with other defaults)."""
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "mnist-subset"])
     p.add_argument(
         "--levels",
         default="14:2000,28:1000",
-        help="coarse-to-fine levels resolution:steps,... (default 14:2000,28:1000)",
+        type=parse_levels,
+        help="coarse-to-fine levels resolution:steps,...",
     )
     p.add_argument(
         "--covariance",
@@ -344,7 +425,10 @@ def add_parsers(commands) -> None:
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the run in --out")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the run in --out, starting again from step 0")
     p.add_argument(
         "--init",
         default=None,
@@ -361,8 +445,10 @@ def add_parsers(commands) -> None:
         help="data-parallel training on the first N of jax.devices() (the batch is split "
         "across them; --batch-size must be a multiple of N)",
     )
-    p.set_defaults(run=run_train)
 
+
+def add_data_parser(commands) -> list[argparse.ArgumentParser]:
+    """`fsdiff data fetch`; returns the parsers of its actions."""
     data = commands.add_parser("data", help="dataset utilities")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     fetch = sub.add_parser("fetch", help="download and verify MNIST / Fashion-MNIST")
@@ -371,6 +457,7 @@ def add_parsers(commands) -> None:
         "--root", default=None, help="parent folder (default ~/.cache/numpyro_fsdiff)"
     )
     fetch.set_defaults(run=run_fetch)
+    return [fetch]
 
 
 def model_card(record: dict, name: str, dataset_line: str, conditions: str,

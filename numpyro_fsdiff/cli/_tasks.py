@@ -15,15 +15,16 @@ import numpy as np
 
 from .._grid import Grid, resample
 from .._io import save_figure, write_text
-from ._metrics import psnr, ssim
-from ._noise import GaussianNoise
-from ._operators import (
+from ..inverse import (
     AbstractOperator,
     CellAverage,
     GaussianBlur,
+    GaussianNoise,
     Mask,
     PointObservations,
     naive_inverse,
+    psnr,
+    ssim,
 )
 
 TASKS = ("deblur", "inpaint", "superres", "sparse")
@@ -78,13 +79,34 @@ def observation_image(y, operator: AbstractOperator, grid: Grid) -> np.ndarray:
 
 def load_checkpoint_or_pretrained(checkpoint: str):
     """A checkpoint folder on disk, or the name of a shipped one (`numpyro_fsdiff.pretrained`)."""
-    from .. import _checkpoint
+    from .._checkpoint import load_checkpoint
+    from .._pretrained import PRETRAINED, pretrained
 
     if Path(checkpoint).exists():
-        return _checkpoint.load_checkpoint(checkpoint)
-    import numpyro_fsdiff
+        return load_checkpoint(checkpoint)
+    if checkpoint in PRETRAINED:
+        return pretrained(checkpoint)
+    raise FileNotFoundError(
+        f"`checkpoint` must be a checkpoint folder or the name of a shipped checkpoint "
+        f"{PRETRAINED}; got {str(checkpoint)!r}, which is neither (no such path)."
+    )
 
-    return numpyro_fsdiff.pretrained(checkpoint)
+
+def _check_data_root(data_root, dataset: str) -> None:
+    """A named data folder must hold the test files itself (or in `<data_root>/<dataset>/`):
+    the run never falls back to other folders or to the shipped subset."""
+    from ..data._idx import dataset_files
+
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"`data_root` must be an existing folder; got {str(data_root)!r}.")
+    files = dataset_files(dataset, "test")
+    if not any((folder / files.images).is_file() and (folder / files.labels).is_file()
+               for folder in (root / dataset, root)):
+        raise FileNotFoundError(
+            f"`data_root` {str(data_root)!r} holds no {dataset} test files ({files.images}, "
+            f"{files.labels}), neither in it nor in {str(root / dataset)!r}."
+        )
 
 
 def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chains: int,
@@ -93,10 +115,11 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     """A sampler of [`posterior`][numpyro_fsdiff.inverse.posterior] by name.
 
     NUTS starts each chain from its own prior draw moved `init_steps` Adam steps uphill
-    (`init="map"`), with `mass_matrix` as in [`run_task`][numpyro_fsdiff.inverse.run_task]
+    (`init="map"`), with `mass_matrix` as in [`run_task`][numpyro_fsdiff.cli.run_task]
     (`"auto"` is decided here, from `grid_size`).
     """
-    from ._posterior import DENSE_METRIC_MAX_POINTS, DPS, MAP, NUTS, SVI
+    from ..inverse import DPS, MAP, NUTS, SVI
+    from ..inverse._posterior import DENSE_METRIC_MAX_POINTS
 
     if name == "nuts":
         if mass_matrix == "auto":
@@ -172,7 +195,7 @@ def run_task(
     from .._gaussian_field import GaussianField
     from .._sample import score_evaluations_per_step
     from .._solvers import resolve_solver
-    from ._posterior import posterior
+    from ..inverse import posterior
 
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}; got {task!r}.")
@@ -180,12 +203,19 @@ def run_task(
         raise ValueError(f"`sampler` must be one of {SAMPLERS}; got {sampler!r}.")
     if not isinstance(resolution, int) or resolution < 8:
         raise ValueError(f"`resolution` must be an int >= 8; got {resolution!r}.")
+    for name, value in (("num_samples", num_samples), ("steps", steps),
+                        ("ode_steps", ode_steps), ("max_tree_depth", max_tree_depth),
+                        ("num_chains", num_chains)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
     ckpt = load_checkpoint_or_pretrained(checkpoint)
+    if data_root is not None:
+        _check_data_root(data_root, dataset)
     try:
         images = fsdata.load(dataset, split="test", root=data_root).images
     except FileNotFoundError:
-        if dataset != "mnist":
-            raise
+        if dataset != "mnist" or data_root is not None:
+            raise  # a folder the user named holds no data: say so, never fall back
         images = fsdata.load_subset().images  # the 2,000 MNIST test images shipped offline
     if not 0 <= image < len(images):
         raise ValueError(f"`image` must be in [0, {len(images)}); got {image!r}.")
@@ -249,9 +279,6 @@ def run_task(
 
 
 def _panel(path, ckpt, truth, observation, result, *, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     samples = jnp.asarray(result.samples[:3])
@@ -265,8 +292,9 @@ def _panel(path, ckpt, truth, observation, result, *, title):
         if name == "observation":
             image = np.asarray(ckpt.to_pixels(jnp.nan_to_num(jnp.asarray(image), nan=-1.0)))
             image = np.where(np.isnan(observation), np.nan, image)
-        cmap = plt.get_cmap("magma" if name == "posterior std" else "gray").copy()
-        cmap.set_bad("#4477aa")  # unobserved pixels of the observation panel
+        cmap = plt.get_cmap("magma" if name == "posterior std" else "gray").with_extremes(
+            bad="#4477aa"  # unobserved pixels of the observation panel
+        )
         ax.imshow(image, cmap=cmap,
                   vmin=None if name == "posterior std" else 0.0,
                   vmax=None if name == "posterior std" else 1.0)

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import covariance as cov
-from ._grid import Grid
-from ._io import save_figure, write_text
-from ._sde import VPSDE
+from .. import covariance as cov
+from .._grid import Grid
+from .._io import save_figure, write_text
+from .._sde import VPSDE
 
 RESOLUTIONS = (32, 64, 128)
 
@@ -46,9 +46,6 @@ def variance_table(num_samples: int = 256, seed: int = 0) -> list[dict]:
 
 def run(out: str | Path = "demo_out", seed: int = 0, progress: bool = True) -> Path:
     """Write sample panels, a forward-SDE panel and `summary.txt` into `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from tqdm import tqdm
 
@@ -118,7 +115,7 @@ def run(out: str | Path = "demo_out", seed: int = 0, progress: bool = True) -> P
 
 
 def _coarsen_white(white, n):
-    from ._grid import resample
+    from .._grid import resample
 
     # Spectral coarsening of pixel white noise rescaled to unit pixel variance on the coarse grid.
     return resample(white, (n, n)) * (white.shape[0] / n)

@@ -57,8 +57,8 @@ def _sample_grids(ckpt, settings: DemoSettings, out: Path, progress) -> list[dic
     import jax
     import matplotlib.pyplot as plt
 
-    from ._io import save_figure
-    from ._sample import sample
+    from .._io import save_figure
+    from .._sample import sample
 
     rows = []
     for n in settings.sample_resolutions:
@@ -88,7 +88,7 @@ def _sample_grids(ckpt, settings: DemoSettings, out: Path, progress) -> list[dic
 
 
 def _inverse_problems(settings: DemoSettings, out: Path, progress) -> list[dict]:
-    from .inverse._tasks import run_task
+    from ._tasks import run_task
 
     reports = []
     for task in settings.inverse_tasks:
@@ -109,10 +109,10 @@ def _solver_comparison(ckpt, settings: DemoSettings, out: Path, progress) -> tup
     import jax
     import jax.numpy as jnp
 
-    from ._grid import resample
-    from ._io import write_text
+    from .._grid import resample
+    from .._io import write_text
+    from ..data import load_subset
     from ._solver_comparison import compare_solvers, markdown_table
-    from .data import load_subset
 
     grid = ckpt.grid((settings.comparison_resolution,) * 2)
     reference = np.asarray(load_subset().images[:1000])
@@ -187,13 +187,10 @@ def _report(samples, inverse, table, total, settings) -> str:
 def run(out: str | Path = "demo_out", settings: DemoSettings = DemoSettings(),
         progress: bool = True) -> Path:
     """Run the demo and write its files into `out`; returns the path of `report.md`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from tqdm import tqdm
 
-    from ._io import write_text
-    from ._pretrained import pretrained
+    from .._io import write_text
+    from .._pretrained import pretrained
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

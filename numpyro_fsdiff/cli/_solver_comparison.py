@@ -1,76 +1,13 @@
 r"""Solver comparison: score evaluations vs wall time vs sample quality, for every sampler.
 
-Also the exact law of each sampler's output for Gaussian data (the reference of the tests and
-of the Gaussian table).
+The exact law of each sampler's output for Gaussian data (the reference of the Gaussian
+table) is `numpyro_fsdiff._sampler_spectrum.gaussian_sampler_spectrum`.
 """
 
 import numpy as np
 
-from ._analytic import GaussianScore
-
-
-def gaussian_sampler_spectrum(
-    score: GaussianScore,
-    *,
-    method: str = "sde",
-    t_eps: float = 1e-3,
-    denoise: bool = True,
-    quadrature_points: int = 20001,
-) -> np.ndarray:
-    r"""The exact per-mode variances (grid eigenvalues) of what an exact solve returns when the
-    score is the Gaussian one, data $N(0, C)$, started from $X_T \sim N(0, Q)$.
-
-    Per Fourier mode, with $v_t = m_t^2 c + \sigma_t^2 q$ the marginal variance:
-
-    - probability-flow ODE: the flow is linear, $x_{t} = \sqrt{v_t / v_T}\, x_T$, so the output
-      variance is $q\, v_{t_\varepsilon} / v_T$;
-    - reverse SDE (and predictor-corrector, whose corrector leaves $p_t$ invariant): the
-      variance $P$ solves $\mathrm{d}P/\mathrm{d}(-t) = \beta (1 - 2q/v_t) P + \beta q$; $v_t$ is
-      a solution, so $P_{t_\varepsilon} = v_{t_\varepsilon} + (q - v_T)
-      \exp\int_{t_\varepsilon}^T \beta (1 - 2q/v_t)\,\mathrm{d}t$ (trapezoidal quadrature in
-      float64 with `quadrature_points` nodes);
-    - the Tweedie step multiplies each mode by $m c / v$ at $t_\varepsilon$.
-
-    **Arguments:**
-
-    - `score`: the [`GaussianScore`][numpyro_fsdiff.GaussianScore] of the data.
-    - `method`: `"sde"`, `"pc"` or `"ode"`.
-    - `t_eps`: the final time.
-    - `denoise`: whether the final Tweedie step is applied.
-    - `quadrature_points`: nodes of the quadrature in the SDE case.
-
-    **Returns:** a float64 array of shape `grid.shape` (`numpy.fft.fft2` layout) of grid
-    eigenvalues: a field $u$ has $\mathrm{Var}\,\hat u_k = N\,\text{spectrum}_k / |D|$ in the
-    unitary DFT.
-    """
-    if method not in ("sde", "ode", "pc"):
-        raise ValueError(f"`method` must be 'sde', 'ode' or 'pc'; got {method!r}.")
-    sde, grid = score.sde, score.grid
-    q = np.asarray(sde.covariance.eigenvalues(grid), np.float64)
-    c = np.asarray(score.data_covariance.eigenvalues(grid), np.float64)
-    b_min, b_max, T = float(sde.beta_min), float(sde.beta_max), sde.T
-
-    def coefficients(t):
-        log_mean = -0.25 * t**2 * (b_max - b_min) - 0.5 * t * b_min
-        return np.exp(log_mean), -np.expm1(2.0 * log_mean)
-
-    def variance(t):
-        mean, var = coefficients(t)
-        return np.multiply.outer(mean**2, c) + np.multiply.outer(var, q)
-
-    v_eps, v_T = variance(np.float64(t_eps)), variance(np.float64(T))
-    if method == "ode":
-        out = q * v_eps / v_T
-    else:
-        ts = np.linspace(t_eps, T, quadrature_points)
-        beta = b_min + ts * (b_max - b_min)
-        integrand = beta[:, None, None] * (1.0 - 2.0 * q / variance(ts))
-        out = v_eps + (q - v_T) * np.exp(np.trapezoid(integrand, ts, axis=0))
-    if denoise:
-        mean, _ = coefficients(np.float64(t_eps))
-        out = out * (mean * c / v_eps) ** 2
-    return out
-
+from .._analytic import GaussianScore
+from .._sampler_spectrum import gaussian_sampler_spectrum
 
 # ---------------------------------------------------------------------------- the comparison
 
@@ -168,8 +105,8 @@ def compare_solvers(
     import jax
     import jax.numpy as jnp
 
-    from ._sample import sample
-    from .metrics import energy_distance, frechet_classifier_distance, gaussian_w2
+    from .._sample import sample
+    from ..metrics import energy_distance, frechet_classifier_distance, gaussian_w2
 
     if configurations is None:
         configurations = gaussian_configurations() if data_spectrum is not None else (
@@ -261,12 +198,9 @@ def markdown_table(rows: list[dict], *, title: str = "", notes: str = "") -> str
 
 def plot_comparison(rows: list[dict], path, *, quality: str):
     """Quality against score evaluations and against wall time, one line per sampler."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ._io import save_figure
+    from .._io import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     names = sorted({row["sampler"] for row in rows})
@@ -321,14 +255,14 @@ def run_comparison(
     import jax
     import jax.numpy as jnp
 
-    from ._grid import Grid, resample
-    from ._io import write_text
+    from .._grid import Grid, resample
+    from .._io import write_text
 
     out = Path(out)
     key = jax.random.key(seed)
     if checkpoint is None:
-        from ._sde import VPSDE
-        from .covariance import Matern
+        from .._sde import VPSDE
+        from ..covariance import Matern
 
         grid = Grid((resolution, resolution))
         sde = VPSDE(Matern(2.0, 3.0))
@@ -349,9 +283,9 @@ def run_comparison(
             f"{_exact_floor(score):.2e}."
         )
     else:
-        from ._checkpoint import load_checkpoint
-        from ._pretrained import PRETRAINED, pretrained
-        from .data import load
+        from .._checkpoint import load_checkpoint
+        from .._pretrained import PRETRAINED, pretrained
+        from ..data import load
 
         ckpt = pretrained(checkpoint) if checkpoint in PRETRAINED else load_checkpoint(checkpoint)
         if dataset is None:
@@ -398,33 +332,35 @@ def _exact_floor(score: GaussianScore) -> float:
     return float(np.sqrt(np.sum((np.sqrt(exact) - np.sqrt(c)) ** 2) / np.sum(c)))
 
 
-def add_parser(commands) -> None:
-    """The `fsdiff bench-solvers` subcommand."""
-    parser = commands.add_parser(
-        "bench-solvers",
-        help="compare samplers: score evaluations vs wall time vs quality",
-        description="Run every sampler at several step counts or tolerances and write a "
-        "markdown table (solvers.md), the numbers (solvers.json) and a plot (solvers.png).",
-    )
+DESCRIPTION = (
+    "Run every sampler at several step counts or tolerances and write a markdown table "
+    "(solvers.md), the numbers (solvers.json) and a plot (solvers.png). Without --checkpoint, "
+    "the target is Gaussian with the exact score (quality: the exact 2-Wasserstein distance)."
+)
+
+
+def add_arguments(parser) -> None:
+    """The flags of `fsdiff bench-solvers` (and of examples/solver_comparison.py)."""
     parser.add_argument("--checkpoint", default=None,
-                        help="a pretrained name ('mnist', 'fashion-mnist') or a checkpoint folder; "
-                        "omit with --gaussian")
+                        help="a pretrained name ('mnist', 'fashion-mnist') or a checkpoint "
+                        "folder; without it, the Gaussian target")
     parser.add_argument("--gaussian", action="store_true",
-                        help="the Gaussian target with the exact score instead of a checkpoint")
+                        help="the Gaussian target with the exact score (the default without "
+                        "--checkpoint)")
     parser.add_argument("--resolution", type=int, default=28)
-    parser.add_argument("--num", type=int, default=256, help="samples per run (default 256)")
+    parser.add_argument("--num", type=int, default=256, help="samples per run")
     parser.add_argument("--reference-num", type=int, default=2000,
-                        help="test images used as the reference (default 2000)")
+                        help="test images used as the reference")
     parser.add_argument("--dataset", default=None, help="dataset of the reference and classifier")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_solvers", help="output folder")
-    parser.set_defaults(run=_run_command)
 
 
-def _run_command(args) -> int:
-    if (args.checkpoint is None) == (not args.gaussian):
-        raise SystemExit("fsdiff bench-solvers: give exactly one of --checkpoint or --gaussian")
+def run_command(args) -> int:
+    """`fsdiff bench-solvers`."""
+    if args.checkpoint is not None and args.gaussian:
+        raise ValueError("give --checkpoint or --gaussian, not both.")
     _, markdown = run_comparison(
         args.out,
         checkpoint=args.checkpoint,

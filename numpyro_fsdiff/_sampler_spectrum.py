@@ -1,0 +1,71 @@
+r"""The exact law of each sampler's output when the score is the Gaussian one.
+
+The reference of the sampler tests and of the Gaussian solver-comparison table.
+"""
+
+import numpy as np
+
+from ._analytic import GaussianScore
+
+
+def gaussian_sampler_spectrum(
+    score: GaussianScore,
+    *,
+    method: str = "sde",
+    t_eps: float = 1e-3,
+    denoise: bool = True,
+    quadrature_points: int = 20001,
+) -> np.ndarray:
+    r"""The exact per-mode variances (grid eigenvalues) of what an exact solve returns when the
+    score is the Gaussian one, data $N(0, C)$, started from $X_T \sim N(0, Q)$.
+
+    Per Fourier mode, with $v_t = m_t^2 c + \sigma_t^2 q$ the marginal variance:
+
+    - probability-flow ODE: the flow is linear, $x_{t} = \sqrt{v_t / v_T}\, x_T$, so the output
+      variance is $q\, v_{t_\varepsilon} / v_T$;
+    - reverse SDE (and predictor-corrector, whose corrector leaves $p_t$ invariant): the
+      variance $P$ solves $\mathrm{d}P/\mathrm{d}(-t) = \beta (1 - 2q/v_t) P + \beta q$; $v_t$ is
+      a solution, so $P_{t_\varepsilon} = v_{t_\varepsilon} + (q - v_T)
+      \exp\int_{t_\varepsilon}^T \beta (1 - 2q/v_t)\,\mathrm{d}t$ (trapezoidal quadrature in
+      float64 with `quadrature_points` nodes);
+    - the Tweedie step multiplies each mode by $m c / v$ at $t_\varepsilon$.
+
+    **Arguments:**
+
+    - `score`: the [`GaussianScore`][numpyro_fsdiff.GaussianScore] of the data.
+    - `method`: `"sde"`, `"pc"` or `"ode"`.
+    - `t_eps`: the final time.
+    - `denoise`: whether the final Tweedie step is applied.
+    - `quadrature_points`: nodes of the quadrature in the SDE case.
+
+    **Returns:** a float64 array of shape `grid.shape` (`numpy.fft.fft2` layout) of grid
+    eigenvalues: a field $u$ has $\mathrm{Var}\,\hat u_k = N\,\text{spectrum}_k / |D|$ in the
+    unitary DFT.
+    """
+    if method not in ("sde", "ode", "pc"):
+        raise ValueError(f"`method` must be 'sde', 'ode' or 'pc'; got {method!r}.")
+    sde, grid = score.sde, score.grid
+    q = np.asarray(sde.covariance.eigenvalues(grid), np.float64)
+    c = np.asarray(score.data_covariance.eigenvalues(grid), np.float64)
+    b_min, b_max, T = float(sde.beta_min), float(sde.beta_max), sde.T
+
+    def coefficients(t):
+        log_mean = -0.25 * t**2 * (b_max - b_min) - 0.5 * t * b_min
+        return np.exp(log_mean), -np.expm1(2.0 * log_mean)
+
+    def variance(t):
+        mean, var = coefficients(t)
+        return np.multiply.outer(mean**2, c) + np.multiply.outer(var, q)
+
+    v_eps, v_T = variance(np.float64(t_eps)), variance(np.float64(T))
+    if method == "ode":
+        out = q * v_eps / v_T
+    else:
+        ts = np.linspace(t_eps, T, quadrature_points)
+        beta = b_min + ts * (b_max - b_min)
+        integrand = beta[:, None, None] * (1.0 - 2.0 * q / variance(ts))
+        out = v_eps + (q - v_T) * np.exp(np.trapezoid(integrand, ts, axis=0))
+    if denoise:
+        mean, _ = coefficients(np.float64(t_eps))
+        out = out * (mean * c / v_eps) ** 2
+    return out

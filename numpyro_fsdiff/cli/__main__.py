@@ -1,0 +1,7 @@
+"""`python -m numpyro_fsdiff.cli`: the same as `fsdiff`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
