@@ -51,6 +51,15 @@ from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
 from ._training import TrainingDivergedError as TrainingDivergedError
+from ._training import BatchSchedule as BatchSchedule
+from ._training import Callback as Callback
+from ._training import TrainConfig as TrainConfig
+from ._training import TrainingInterrupted as TrainingInterrupted
+from ._training import TrainLog as TrainLog
+from ._training import TrainState as TrainState
+from ._training import key_to_seed as key_to_seed
+from ._training import level_order as level_order
+from ._training import train_step as train_step
 from ._training import TrainResult as TrainResult
 from ._training import heldout_loss as heldout_loss
 from ._training import train as train

@@ -35,7 +35,7 @@ def toy():
         ema_decay=0.99,
         progress=False,
         log_every=40,
-        seed=0,
+        key=jax.random.key(0),
     )
     return mixture, sde, result
 
@@ -82,7 +82,7 @@ def test_learned_mixture_score_at_training_resolution_and_twice_it(toy):
 def test_resume_equals_uninterrupted_run(tmp_path):
     sde = VPSDE(Matern(2.0, 3.0, 1.0))
     data = sde.covariance.sample(jax.random.key(2), Grid((12, 12)), (32,))
-    kwargs = dict(batch_size=8, progress=False, log_every=1, seed=3, warmup_steps=2)
+    kwargs = dict(batch_size=8, progress=False, log_every=1, key=jax.random.key(3), warmup_steps=2)
     levels = [(8, 4), (12, 4)]
     full = train(tiny_fno(), sde, data, levels, checkpoint_dir=tmp_path / "full", **kwargs)
     first = train(
@@ -126,7 +126,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         sde,
         sde.covariance.sample(jax.random.key(4), Grid((16, 16)), (32,)),
         [(8, 2)],
-        method="area",
+        resampling="area",
         **kwargs,
     )
     assert np.all(np.isfinite(area.losses))
