@@ -202,7 +202,7 @@ def _check_choice(name, value, choices):
     return value
 
 
-def key_to_seed(key: PRNGKeyArray) -> int:
+def key_to_seed(key: Any) -> int:
     r"""The integer that a PRNG key stands for in [`train`][numpyro_fsdiff.train].
 
     The key's raw data, $w_0, \dots, w_{m-1}$ (32-bit words), read as one integer
