@@ -475,3 +475,39 @@ def test_divergence_before_the_first_checkpoint_says_none_was_written(tmp_path):
               warmup_steps=0, clip_norm=None, checkpoint_dir=folder, log_every=1,
               progress=False)  # fmt: skip
     assert not (folder / "checkpoint.json").exists()
+
+
+@pytest.mark.slow
+def test_retraining_the_shipped_mnist_checkpoint_reproduces_its_heldout_loss():
+    """A few steps at a tiny learning rate from numpyro_fsdiff/weights/mnist, through `train`
+    with the checkpoint's own SDE, covariance and scaling, keep the held-out DSM loss recorded in
+    its checkpoint.json (first 500 test images): a silent change of the data scaling, the
+    covariance or the loss's normalisation would move it by far more than the tolerance.
+
+    The held-out loss is re-estimated with fresh times and noise (one draw per image), as the
+    mean of 10 chunks of 50 images; the tolerance is 4 standard errors of that mean plus the
+    standard error of the recorded estimate (2,000 draws)."""
+    from numpyro_fsdiff import heldout_loss, pretrained
+    from numpyro_fsdiff.data import load_subset
+
+    ckpt = pretrained("mnist")
+    recorded = ckpt.config["metrics"]["heldout_dsm_loss"]
+    images = ckpt.from_pixels(jnp.asarray(load_subset().images))
+    heldout, train_images = images[:500], images[500:756]
+    result = train(
+        ckpt.network, ckpt.sde, train_images, [(28, 2)], batch_size=64, learning_rate=1e-8,
+        warmup_steps=0, lengths=ckpt.lengths, key=jax.random.key(0), progress=False,
+    )  # fmt: skip
+    assert result.step == 2 and np.all(np.isfinite(result.losses))
+    for n in (14, 28):
+        chunks = np.array([
+            heldout_loss(result.network, ckpt.sde, heldout[i : i + 50], shape=(n, n),
+                         lengths=ckpt.lengths, key=jax.random.key(100 + i), batch_size=50)
+            for i in range(0, 500, 50)
+        ])  # fmt: skip
+        mean, se = chunks.mean(), chunks.std(ddof=1) / np.sqrt(len(chunks))
+        tolerance = 4 * (se + se * np.sqrt(500 / 2000))
+        print(f"{n}x{n}: recorded {recorded[str(n)]:.5f}, now {mean:.5f} +- {se:.5f}")
+        assert abs(mean - recorded[str(n)]) < tolerance, (n, mean, recorded[str(n)], se)
+    # The training loss of the two steps (128 draws) agrees with the held-out level at 28 x 28.
+    assert abs(result.losses.mean() - recorded["28"]) < 4 * se * np.sqrt(500 / 128)
