@@ -392,7 +392,7 @@ class TrainConfig(eqx.Module):
         return seed_to_key(self.seed)
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """The optimiser and learning-rate schedule of [`make_optimizer`][]."""
+        """The optimiser and learning-rate schedule: clipped AdamW, linear warm-up, cosine decay."""
         return make_optimizer(
             tuple(level.steps for level in self.levels),
             learning_rate=self.learning_rate,
@@ -503,7 +503,7 @@ def train_step(
     - `batch`: the fields of this step, shape `(batch, n1, n2)`, on `grid`.
     - `key`: the key of the times and noise ([`train`][numpyro_fsdiff.train] uses
       `fold_in(key, n)` at step $n$).
-    - `optimizer`: an optax transformation (e.g. [`TrainConfig.optimizer`][]`()[0]`).
+    - `optimizer`: an optax transformation (e.g. `TrainConfig.optimizer()[0]`).
     - `sde`, `grid`, `t_eps`: as in [`dsm_loss`][numpyro_fsdiff.dsm_loss].
     - `ema_decay`: $d$.
     - `batched`: use `network.batched(xs, ts)` rather than `jax.vmap` (static).
