@@ -50,12 +50,12 @@ SIZES = {
     "sampling": (dict(num=64, size=32, steps=200), dict(num=8, size=16, steps=200)),
     "log_density": (dict(steps=32, divergence="exact"),
                     dict(steps=8, divergence="hutchinson", num_probes=4)),
-    "inverse": (dict(num_samples=16, steps=200), dict(num_samples=2, steps=50)),
+    "inverse": (dict(num_samples=16, steps=200), dict(num_samples=2, steps=200)),
     # The small computations run on both the device and the CPU.
     "agree_train": dict(size=16, batch=8),
     "agree_sampling": dict(num=4, size=16, steps=200),
     "agree_log_density": dict(steps=8, divergence="hutchinson", num_probes=4),
-    "agree_inverse": dict(num_samples=2, steps=20),
+    "agree_inverse": dict(num_samples=2, steps=200),
 }  # fmt: skip
 
 
@@ -233,9 +233,10 @@ def inverse_run(device, ckpt, image, num_samples, steps):
     truth = on(device, image)
     y = operator(truth, grid) + 0.05 * jax.random.normal(jax.random.key(5), truth.shape)
     y = on(device, y)
+    # The settings of `fsdiff invert --sampler dps` (the normalised guidance step).
     sampler = inverse.DPS(
         on(device, ckpt.model), on(device, ckpt.sde), num_samples=num_samples, steps=steps,
-        batch_size=num_samples,
+        batch_size=num_samples, weighting="normalised",
     )  # fmt: skip
 
     def run():
