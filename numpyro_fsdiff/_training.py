@@ -596,8 +596,8 @@ def train(
     clip_norm: float | None = 1.0,
     ema_decay: float = 0.999,
     lr_schedule: str = "global",
-    level_schedule: Literal["sequential", "interleaved"] = "sequential",
-    resampling: Literal["spectral", "area"] | None = None,
+    level_schedule: str = "sequential",
+    resampling: str | None = None,
     lengths=(1.0, 1.0),
     t_eps: float = 1e-3,
     key: PRNGKeyArray | None = None,
@@ -616,7 +616,7 @@ def train(
     mesh: Mesh | None = None,
     callbacks: Sequence[Callback] = (),
     seed: int | None = None,
-    method: Literal["spectral", "area"] | None = None,
+    method: str | None = None,
 ) -> TrainResult:
     r"""Train a noise predictor by denoising score matching, coarse to fine.
 

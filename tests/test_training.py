@@ -511,3 +511,17 @@ def test_retraining_the_shipped_mnist_checkpoint_reproduces_its_heldout_loss():
         assert abs(mean - recorded[str(n)]) < tolerance, (n, mean, recorded[str(n)], se)
     # The training loss of the two steps (128 draws) agrees with the held-out level at 28 x 28.
     assert abs(result.losses.mean() - recorded["28"]) < 4 * se * np.sqrt(500 / 128)
+
+
+def test_method_is_deprecated_for_resampling():
+    from numpyro_fsdiff import heldout_loss
+
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+    data = sde.covariance.sample(jax.random.key(0), Grid((8, 8)), (4,))
+    with pytest.warns(DeprecationWarning, match="`resampling="):
+        old = heldout_loss(tiny_fno(), sde, data, shape=(4, 4), method="area")
+    assert old == heldout_loss(tiny_fno(), sde, data, shape=(4, 4), resampling="area")
+    with pytest.raises(ValueError, match="either `resampling` or the deprecated `method`"):
+        heldout_loss(tiny_fno(), sde, data, resampling="area", method="area")
+    with pytest.raises(ValueError, match=r"`resampling` must be one of .*; got 'fourier'"):
+        train(tiny_fno(), sde, data, [(8, 1)], batch_size=2, resampling="fourier")
