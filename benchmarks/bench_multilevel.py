@@ -10,6 +10,16 @@ run needs to first reach it divided by the time the multilevel run needs. Compil
 first step of each level, which includes tracing and XLA compilation) is reported separately.
 
     .venv/bin/python benchmarks/bench_multilevel.py --out benchmarks/results/multilevel.md
+
+With `--schedules` it compares instead, at equal total steps, the two-stage recipe of the shipped
+weights (a sequential coarse-to-fine run `--stage1`, then a second short run `--stage2` started
+from its EMA weights with a fresh optimiser, to repair the coarser grids) with one interleaved
+run (`train(..., level_schedule="interleaved")`, each level's steps summed over both stages) and
+with one sequential run of the same steps: the held-out DSM loss of the EMA weights on 14, 28 and
+56 grids (fixed times and noise, the same for every model; its standard error from 5 chunks):
+
+    .venv/bin/python benchmarks/bench_multilevel.py --schedules \\
+        --out benchmarks/results/multilevel.md
 """
 
 import argparse
@@ -21,9 +31,15 @@ import time
 import jax
 import numpy as np
 
+<<<<<<< HEAD
 from numpyro_fsdiff import VPSDE, Grid, train
 from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff.cli._train_command import parse_covariance
+=======
+from numpyro_fsdiff import VPSDE, Grid, heldout_loss, train
+from numpyro_fsdiff._io import append_text, write_text
+from numpyro_fsdiff._train_command import parse_covariance
+>>>>>>> train
 from numpyro_fsdiff.data import PixelScaling, load, load_subset
 from numpyro_fsdiff.nn import FNO
 
@@ -46,7 +62,7 @@ def run(levels, x_train, x_eval, sde, args, seed):
         batch_size=args.batch_size,
         learning_rate=args.lr,
         lr_schedule=args.lr_schedule,
-        seed=seed,
+        key=jax.random.key(seed),
         eval_data=x_eval,
         eval_every=args.eval_every,
         eval_shape=(28, 28),
@@ -94,8 +110,101 @@ def intermediate_lines(row):
     return lines
 
 
+def parse_stage(text: str):
+    """`"14:300,28:200"` -> `[(14, 300), (28, 200)]`."""
+    return [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+
+
+def heldout_table(network, sde, x_eval, resolutions=(14, 28, 56), chunks=5):
+    """Held-out DSM loss at each resolution: the mean and the standard error over `chunks`."""
+    out = {}
+    size = x_eval.shape[0] // chunks
+    for n in resolutions:
+        values = np.array([
+            heldout_loss(network, sde, x_eval[i * size : (i + 1) * size], shape=(n, n),
+                         key=jax.random.fold_in(jax.random.key(12345), i), batch_size=size)
+            for i in range(chunks)
+        ])  # fmt: skip
+        out[n] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(chunks)))
+    return out
+
+
+def compare_schedules(args, x_train, x_eval, sde, data):
+    stage1, stage2 = parse_stage(args.stage1), parse_stage(args.stage2)
+    total = {}
+    for n, steps in stage1 + stage2:
+        total[n] = total.get(n, 0) + steps
+    levels = sorted(total.items())
+    common = dict(batch_size=args.batch_size, learning_rate=args.lr, progress=False,
+                  log_every=100, key=jax.random.key(0))  # fmt: skip
+
+    def network():
+        return FNO(
+            modes=args.modes,
+            width=args.width,
+            depth=args.depth,
+            projection_dim=args.projection_dim,
+            embedding_dim=32,
+            key=jax.random.key(0),
+        )
+
+    def seconds(result):  # training wall time without the first step of each level (compile)
+        compile_s = sum(h.get("compile_and_first_step", 0.0) for h in result.history)
+        return result.wall_time - compile_s
+
+    runs, times = {}, {}
+    first = train(network(), sde, x_train, stage1, **common)
+    second = train(first.network, sde, x_train, stage2, **{**common, "warmup_steps": 20})
+    runs["two-stage (stage 1 only)"], times["two-stage (stage 1 only)"] = first, seconds(first)
+    runs["two-stage"], times["two-stage"] = second, seconds(first) + seconds(second)
+    for schedule in ("sequential", "interleaved"):
+        result = train(network(), sde, x_train, levels, level_schedule=schedule, **common)
+        runs[f"one {schedule} run"], times[f"one {schedule} run"] = result, seconds(result)
+    runs = {name: result.network for name, result in runs.items()}
+    tables = {name: heldout_table(net, sde, x_eval) for name, net in runs.items()}
+    command = (
+        f"FSDIFF_DATA=/work/shared/data .venv/bin/python benchmarks/bench_multilevel.py "
+        f"--schedules --stage1 {args.stage1} --stage2 {args.stage2} --num-train "
+        f"{args.num_train} --num-eval {args.num_eval} --batch-size {args.batch_size} --lr "
+        f"{args.lr} --modes {args.modes} --width {args.width} --depth {args.depth} "
+        f"--projection-dim {args.projection_dim}"
+    )
+    lines = [
+        "",
+        "## Interleaved levels against the two-stage recipe (equal total steps)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
+        f"JAX {jax.__version__} ({jax.default_backend()}). Data: {data}. Model: "
+        f"FNO(modes={args.modes}, width={args.width}, depth={args.depth}, projection_dim="
+        f"{args.projection_dim}); batch {args.batch_size}; AdamW lr {args.lr}, warm-up and "
+        "cosine over each run; EMA 0.999; Q = Matern(alpha=1.5, tau=10), tr(Q)/|D| = 1 on 28 x 28.",
+        "",
+        f"Two-stage: stage 1 `{stage1}` (sequential), then stage 2 `{stage2}` from stage 1's EMA "
+        f"weights with a fresh optimiser (warm-up 20 steps), as the shipped MNIST weights were "
+        f"made. One run: `{levels}` ({sum(total.values())} steps, as many as both stages), "
+        "sequential or interleaved (`level_schedule=\"interleaved\"`, one optimiser and one "
+        "schedule).",
+        "",
+        "Held-out DSM loss of the EMA weights (mean +- standard error over 5 chunks of "
+        f"{args.num_eval // 5} images; the same times and noise for every model):",
+        "",
+        "| training | 14 x 14 | 28 x 28 | 56 x 56 | training wall time (s, compile excluded) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, table in tables.items():
+        cells = " | ".join(f"{m:.4f} +- {se:.4f}" for m, se in table.values())
+        lines.append(f"| {name} | {cells} | {times[name]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--schedules", action="store_true",
+                   help="compare the two-stage recipe with one interleaved run")  # fmt: skip
+    p.add_argument("--stage1", default="14:300,28:200")
+    p.add_argument("--stage2", default="14:60,28:40")
     p.add_argument("--fine-steps", type=int, default=600)
     p.add_argument("--coarse-steps", type=int, default=600)
     p.add_argument("--tail-steps", type=int, default=200)
@@ -129,6 +238,12 @@ def main():
         data = "the shipped 2,000-image MNIST test subset (split train/held-out)"
     covariance, _ = parse_covariance("matern:alpha=1.5,tau=10", Grid((28, 28)))
     sde = VPSDE(covariance)
+    if args.schedules:
+        text = compare_schedules(args, x_train, x_eval, sde, data)
+        print(text)
+        if args.out:
+            append_text(args.out, text)
+        return
     fine_levels = [(28, args.fine_steps)]
     multi_levels = [(14, args.coarse_steps), (28, args.tail_steps)]
     rows = []

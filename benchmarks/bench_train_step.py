@@ -1,10 +1,12 @@
 """Time one full training step of the FNO (or UNet) noise predictor.
 
-A step is `value_and_grad` of `numpyro_fsdiff.dsm_loss` plus an `optax.adam` update, all
-under one `equinox.filter_jit`. Compile time (tracing, lowering and compiling, timed apart
-from any step) is reported separately; the throughput is the median over `--repeats` timed
-runs of `--steps` steps each. `--ceilings` adds a roofline: XLA's floating-point operation
-and byte counts per step against this machine's measured matmul and streaming rates.
+A step is the library's own `numpyro_fsdiff.train_step`, called as `numpyro_fsdiff.train` calls
+it: `value_and_grad` of `numpyro_fsdiff.dsm_loss`, the training optimiser (global-norm clipping
+and AdamW with `train`'s default schedule) and the EMA update, under one `equinox.filter_jit`.
+Compile time (tracing, lowering and compiling, timed apart from any step) is reported
+separately; the throughput is the median over `--repeats` timed runs of `--steps` steps each.
+`--ceilings` adds a roofline: XLA's floating-point operation and byte counts per step against
+this machine's measured matmul and streaming rates.
 
     python benchmarks/bench_train_step.py                     # the reference configuration
     python benchmarks/bench_train_step.py --path vmap batched --out benchmarks/results/train_step.md
@@ -21,7 +23,6 @@ import time
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 
 import numpyro_fsdiff as fsd
 
@@ -49,15 +50,25 @@ def naive_grid_major(layer, v):
     return jnp.transpose(jnp.fft.irfft2(out, s=(n1, n2)), (3, 2, 0, 1))
 
 
-def make_step(path: str, sde, optimiser):
-    batched = path == "batched"
+def make_step(path: str, sde, grid, optimiser):
+    """`numpyro_fsdiff.train_step` with the arguments `train` gives it (arrays for `t_eps` and
+    `ema_decay`, as there)."""
+    settings = dict(
+        optimizer=optimiser,
+        sde=sde,
+        grid=grid,
+        t_eps=jnp.asarray(1e-3),
+        ema_decay=jnp.asarray(0.999),
+        batched=path == "batched",
+    )
 
-    @eqx.filter_jit
-    def step(model, opt_state, x0, key):
-        loss, grads = eqx.filter_value_and_grad(fsd.dsm_loss)(model, sde, x0, key, batched=batched)
-        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
+    def step(state, x0, key):
+        return fsd.train_step(state, x0, key, **settings)
 
+    def lower(state, x0, key):
+        return fsd.train_step.lower(state, x0, key, **settings)
+
+    step.lower = lower
     return step
 
 
@@ -87,18 +98,18 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
     grid = fsd.Grid((args.size, args.size))
     sde = fsd.VPSDE(fsd.covariance.Matern(alpha=2.0, tau=3.0))
     x0 = fsd.covariance.Matern(alpha=2.0, tau=3.0).sample(jax.random.key(1), grid, (args.batch,))
-    optimiser = optax.adam(1e-3)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
-    step = make_step(path, sde, optimiser)
+    optimiser, _ = fsd.TrainConfig([(args.size, 10_000)]).optimizer()  # train's optimiser
+    state = fsd.TrainState.init(model, optimiser)
+    step = make_step(path, sde, grid, optimiser)
 
     start = time.perf_counter()
-    compiled = step.lower(model, opt_state, x0, jax.random.key(2)).compile()
+    compiled = step.lower(state, x0, jax.random.key(2)).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # older jax: one dict per device
     # A few untimed steps: the allocator's heap grows to its working size in the first ones.
     for key in jax.random.split(jax.random.key(4), args.warmup):
-        model, opt_state, loss = step(model, opt_state, x0, key)
+        state, loss = step(state, x0, key)
     jax.block_until_ready(loss)
 
     times, cpu_times = [], []
@@ -106,13 +117,13 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
     for r in range(args.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
         for s in range(args.steps):
-            model, opt_state, loss = step(model, opt_state, x0, keys[r * args.steps + s])
+            state, loss = step(state, x0, keys[r * args.steps + s])
         jax.block_until_ready(loss)
         times.append((time.perf_counter() - start) / args.steps)
         cpu_times.append((time.process_time() - cpu_start) / args.steps)
     median = statistics.median(times)
     cpu = statistics.median(cpu_times)
-    params = sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
+    params = sum(x.size for x in jax.tree.leaves(eqx.filter(state.network, eqx.is_array)))
     return {
         "model": model_name,
         "path": path,

@@ -1,5 +1,7 @@
 """Per-operation profile of one compiled FNO training step on CPU (the reference configuration).
 
+The step is the library's own `numpyro_fsdiff.train_step`, with the arguments `train` gives it.
+
 Traces a few steps with `jax.profiler`, reads the trace back with jaxlib's `ProfileData` and
 prints the time per XLA operation (summed over the worker threads, per step), grouped by kind
 and with each operation's result shape and source, so that hot spots such as transposed
@@ -26,35 +28,36 @@ def main(argv=None):
     if not args.default_allocator:
         fsd.reuse_freed_memory()
 
-    import equinox as eqx
     import jax
-    import optax
+    import jax.numpy as jnp
     from jax._src.lib import _profile_data
 
     model = fsd.nn.FNO(key=jax.random.key(0))
     covariance = fsd.covariance.Matern(alpha=2.0, tau=3.0)
     sde = fsd.VPSDE(covariance)
     x0 = covariance.sample(jax.random.key(1), fsd.Grid((32, 32)), (128,))
-    optimiser = optax.adam(1e-3)
-    params, static = eqx.partition(model, eqx.is_array)
-    state = optimiser.init(params)
-
-    def step(params, state, x0, key):
-        loss, grads = jax.value_and_grad(
-            lambda p: fsd.dsm_loss(eqx.combine(p, static), sde, x0, key, batched=True)
-        )(params)
-        updates, state = optimiser.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    step = jax.jit(step)
-    hlo = step.lower(params, state, x0, jax.random.key(0)).compile().as_text()
+    # The library's own step, with the arguments `train` gives it.
+    optimiser, _ = fsd.TrainConfig([(32, 10_000)]).optimizer()
+    settings = dict(
+        optimizer=optimiser,
+        sde=sde,
+        grid=fsd.Grid((32, 32)),
+        t_eps=jnp.asarray(1e-3),
+        ema_decay=jnp.asarray(0.999),
+        batched=True,
+    )
+    state = fsd.TrainState.init(model, optimiser)
+    hlo = fsd.train_step.lower(state, x0, jax.random.key(0), **settings).compile()
+    hlo = hlo.compiled.as_text()
     for i in range(5):  # compile and warm up
-        params, state, loss = jax.block_until_ready(step(params, state, x0, jax.random.key(i)))
+        state, loss = jax.block_until_ready(
+            fsd.train_step(state, x0, jax.random.key(i), **settings)
+        )
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder):
             for i in range(args.steps):
-                params, state, loss = jax.block_until_ready(
-                    step(params, state, x0, jax.random.key(10 + i))
+                state, loss = jax.block_until_ready(
+                    fsd.train_step(state, x0, jax.random.key(10 + i), **settings)
                 )
         trace = glob.glob(folder + "/**/*.xplane.pb", recursive=True)[0]
         profile = _profile_data.ProfileData.from_file(trace)

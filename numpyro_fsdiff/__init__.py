@@ -9,6 +9,7 @@ from . import metrics as metrics
 from . import nn as nn
 from ._analytic import GaussianScore as GaussianScore
 from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import CheckpointError as CheckpointError
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._classifier import Classifier as Classifier
 from ._classifier import classifier_accuracy as classifier_accuracy
@@ -47,11 +48,19 @@ from ._solvers import resolve_solver as resolve_solver
 from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
+from ._training import BatchSchedule as BatchSchedule
+from ._training import Callback as Callback
+from ._training import TrainConfig as TrainConfig
 from ._training import TrainingDivergedError as TrainingDivergedError
 from ._training import TrainingInterrupted as TrainingInterrupted
+from ._training import TrainLog as TrainLog
 from ._training import TrainResult as TrainResult
+from ._training import TrainState as TrainState
 from ._training import heldout_loss as heldout_loss
+from ._training import key_to_seed as key_to_seed
+from ._training import level_order as level_order
 from ._training import train as train
+from ._training import train_step as train_step
 
 try:
     __version__ = importlib.metadata.version("numpyro_fsdiff")

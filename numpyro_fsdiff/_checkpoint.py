@@ -41,6 +41,92 @@ VERSION = 1
 JSON_NAME = "checkpoint.json"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read: the message names the file, the key and what was
+    expected (a `ValueError`, never a raw `KeyError`, `AttributeError` or `TypeError`)."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_lengths(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+
+
+def _is_scaling(value) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and set(value) <= {"shift", "scale"}
+        and all(map(_is_number, value.values()))
+    )
+
+
+# The keys of checkpoint.json that loading reads: a dotted path -> (check, what is expected).
+# `REQUIRED_FIELDS` must be present; `OPTIONAL_FIELDS` are checked when present (absent ones
+# take their defaults). To add a field, add one line here and read it in `load_checkpoint`.
+REQUIRED_FIELDS: dict = {
+    "step": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0"),
+    "network": (lambda v: isinstance(v, dict), "an object {'class': ..., 'config': {...}}"),
+    "network.class": (
+        lambda v: isinstance(v, str) and ":" in v,
+        "a string 'module:QualName' such as 'numpyro_fsdiff.nn._fno:FNO'",
+    ),
+    "network.config": (lambda v: isinstance(v, dict), "an object of constructor arguments"),
+    "covariance": (lambda v: isinstance(v, dict), "an object {'class': ..., 'params': {...}}"),
+    "covariance.class": (lambda v: isinstance(v, str), "the name of a covariance class"),
+    "covariance.params": (lambda v: isinstance(v, dict), "an object of parameters"),
+    "sde": (lambda v: isinstance(v, dict), "an object {'beta_min', 'beta_max', 'T'}"),
+    "sde.beta_min": (_is_number, "a number"),
+    "sde.beta_max": (_is_number, "a number"),
+    "sde.T": (_is_number, "a number"),
+    "files": (lambda v: isinstance(v, dict), "an object naming the leaf files"),
+    "files.model": (lambda v: isinstance(v, str) and v != "", "a file name"),
+}
+OPTIONAL_FIELDS: dict = {
+    "sde.trace_class": (lambda v: isinstance(v, bool), "true or false"),
+    "scaling": (_is_scaling, "null or an object {'shift': number, 'scale': number}"),
+    "grid": (lambda v: isinstance(v, dict), "an object {'lengths': [l1, l2]}"),
+    "grid.lengths": (_is_lengths, "a list of two numbers"),
+    "files.model_sha256": (lambda v: v is None or isinstance(v, str), "null or a hex digest"),
+    "files.state": (lambda v: v is None or isinstance(v, str), "null or a file name"),
+    "files.state_sha256": (lambda v: v is None or isinstance(v, str), "null or a hex digest"),
+    "training": (lambda v: isinstance(v, dict), "an object"),
+    "history": (lambda v: isinstance(v, list), "a list of records"),
+}
+
+
+def _lookup(record, dotted: str):
+    """`(True, value)` at the dotted path of `record`, or `(False, None)` if absent."""
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def check_record(record, file) -> dict:
+    """Raise a [`CheckpointError`][numpyro_fsdiff.CheckpointError] naming `file`, the key and
+    what was expected if the JSON record lacks a required key or holds a value of the wrong
+    type; return `record` otherwise."""
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file} must hold a JSON object; got {type(record).__name__}.")
+    for fields, required in ((REQUIRED_FIELDS, True), (OPTIONAL_FIELDS, False)):
+        for dotted, (check, expected) in fields.items():
+            found, value = _lookup(record, dotted)
+            parent_found, parent = _lookup(record, dotted.rpartition(".")[0] or dotted)
+            if not found:
+                if required and (parent_found or "." not in dotted):
+                    raise CheckpointError(f"{file} lacks the key '{dotted}'; expected {expected}.")
+                continue
+            if not check(value):
+                raise CheckpointError(
+                    f"{file}: the key '{dotted}' must be {expected}; got {value!r}."
+                )
+    return record
+
+
 def _to_json_value(value):
     if isinstance(value, AbstractCovariance):
         return covariance_to_config(value)
@@ -94,11 +180,12 @@ def sde_to_config(sde: VPSDE) -> dict:
 
 
 def sde_from_config(config: dict, covariance: AbstractCovariance) -> VPSDE:
+    """Rebuild a [`VPSDE`][numpyro_fsdiff.VPSDE] from [`sde_to_config`][]'s description."""
     return VPSDE(
         covariance,
-        beta_min=config["beta_min"],
-        beta_max=config["beta_max"],
-        T=config["T"],
+        beta_min=float(config["beta_min"]),
+        beta_max=float(config["beta_max"]),
+        T=float(config["T"]),
         allow_non_trace_class=not config.get("trace_class", True),
     )
 
@@ -124,9 +211,17 @@ def _network_class(spec: str, network_cls):
             f"the checkpoint's network class {spec!r} is outside numpyro_fsdiff; pass "
             "`network_cls=` to load it."
         )
-    obj = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise ValueError(
+            f"'network.class' names {spec!r}, which does not exist in this version of "
+            "numpyro_fsdiff; expected a class such as 'numpyro_fsdiff.nn._fno:FNO'."
+        ) from None
+    if not isinstance(obj, type):
+        raise ValueError(f"'network.class' names {spec!r}, which is not a class.")
     return obj
 
 
@@ -222,17 +317,21 @@ def read_config(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}: {file} does not exist.")
     try:
         record = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON: {err}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file} is not valid JSON: {err}.") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file} must hold a JSON object; got {type(record).__name__}.")
     if record.get("format") != FORMAT:
-        raise ValueError(
-            f"{file} is not a numpyro_fsdiff checkpoint (format {record.get('format')!r})."
+        raise CheckpointError(
+            f"{file} is not a numpyro_fsdiff checkpoint: the key 'format' must be {FORMAT!r}; "
+            f"got {record.get('format')!r}."
         )
-    if record.get("version", 0) > VERSION:
-        raise ValueError(
-            f"{file} has version {record['version']}; this library reads <= {VERSION}."
-        )
-    return record
+    version = record.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{file}: the key 'version' must be an int; got {version!r}.")
+    if version > VERSION:
+        raise CheckpointError(f"{file} has version {version}; this library reads <= {VERSION}.")
+    return check_record(record, file)
 
 
 def update_record(path: str | os.PathLike, **fields) -> dict:
@@ -268,7 +367,7 @@ def _leaf_file(folder: Path, record: dict, kind: str) -> Path:
         raise FileNotFoundError(f"the checkpoint {folder} names {name}, which is missing.")
     digest = record["files"].get(f"{kind}_sha256")
     if digest is not None and _sha256(file) != digest:
-        raise ValueError(
+        raise CheckpointError(
             f"{file} does not match the SHA-256 recorded in {JSON_NAME}; it is corrupt."
         )
     return file
@@ -340,7 +439,9 @@ def load_checkpoint(path: str | os.PathLike, *, network_cls=None) -> Checkpoint:
     **Returns:** a [`Checkpoint`][numpyro_fsdiff.Checkpoint]; `.model` is the score.
 
     **Raises:** `FileNotFoundError` if the folder or a file it names is missing;
-    `ValueError` if the JSON is malformed or a leaf file is corrupt.
+    [`CheckpointError`][numpyro_fsdiff.CheckpointError] (a `ValueError`) if the JSON is
+    malformed (invalid JSON, a missing key, a value of the wrong type, an unknown class; the
+    message names the file, the key and what was expected) or a leaf file is corrupt.
 
     !!! example
 
@@ -359,11 +460,33 @@ def load_checkpoint(path: str | os.PathLike, *, network_cls=None) -> Checkpoint:
     if folder.is_file():
         folder = folder.parent
     record = read_config(folder)
-    covariance = covariance_from_config(record["covariance"])
-    sde = sde_from_config(record["sde"], covariance)
-    skeleton = build_network(record["network"], network_cls)
-    network = eqx.tree_deserialise_leaves(_leaf_file(folder, record, "model"), skeleton)
+    file = folder / JSON_NAME
+    covariance = _build(file, "covariance", covariance_from_config, record["covariance"])
+    sde = _build(file, "sde", sde_from_config, record["sde"], covariance)
+    skeleton = _build(file, "network", build_network, record["network"], network_cls)
+    try:
+        network = eqx.tree_deserialise_leaves(_leaf_file(folder, record, "model"), skeleton)
+    except (TypeError, ValueError, RuntimeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{file}: the weights in {record['files']['model']} do not fit the network of "
+            f"the key 'network' ({err})."
+        ) from None
     scaling = record.get("scaling")
     scaling = PixelScaling() if scaling is None else PixelScaling(**scaling)
-    lengths = tuple(record.get("grid", {}).get("lengths", (1.0, 1.0)))
+    lengths = tuple(float(v) for v in record.get("grid", {}).get("lengths", (1.0, 1.0)))
     return Checkpoint(network, sde, scaling, lengths, json.dumps(record))
+
+
+def _build(file, key: str, build, *args):
+    """`build(*args)`, its failures reported as a `CheckpointError` naming `file` and `key`."""
+    try:
+        return build(*args)
+    except CheckpointError:
+        raise
+    except (KeyError, AttributeError, TypeError, ValueError, ImportError) as err:
+        raise CheckpointError(
+            f"{file}: the key '{key}' does not describe a valid {key}: {err}"
+            + ("" if str(err).endswith(".") else ".")
+        ) from None

@@ -9,12 +9,16 @@ $$L(\theta) = \mathbb{E}_{t \sim U(t_\varepsilon, T)}\,\mathbb{E}\,
 the Q-score matching loss with the weight $w(t) = \sigma_t^2$, and the score is
 $S_\theta = -\varepsilon_\theta/\sigma_t$
 ([`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore]).
+
+The trainer is made of small parts: a validated [`TrainConfig`][numpyro_fsdiff.TrainConfig], a
+[`TrainState`][numpyro_fsdiff.TrainState] pytree, the pure step
+[`train_step`][numpyro_fsdiff.train_step], a deterministic
+[`BatchSchedule`][numpyro_fsdiff.BatchSchedule] and callbacks (progress, evaluation,
+checkpoints) that [`train`][numpyro_fsdiff.train] runs.
 """
 
 import dataclasses
-import functools
 import json
-import math
 import os
 import sys
 import time
@@ -26,7 +30,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from ._checkpoint import JSON_NAME, load_state, read_config, save_checkpoint
@@ -35,6 +38,18 @@ from ._grid import Grid, resample
 from ._loss import NoisePredictor, dsm_loss
 from ._sde import VPSDE
 from ._sharding import check_divisible, global_batch, replicate
+from ._train_config import Level as Level
+from ._train_config import TrainConfig as TrainConfig
+from ._train_config import _resolve_key, _resolve_resampling
+from ._train_config import key_to_seed as key_to_seed
+from ._train_config import make_optimizer as make_optimizer
+from ._train_config import parse_levels as parse_levels
+from ._train_config import seed_to_key as seed_to_key
+from ._train_step import BatchSchedule as BatchSchedule
+from ._train_step import TrainState as TrainState
+from ._train_step import level_order as level_order
+from ._train_step import train_step as train_step
+from ._validation import check_data
 from .data._scaling import PixelScaling
 
 
@@ -42,44 +57,22 @@ class TrainingDivergedError(FloatingPointError):
     """Raised when the training loss (or a weight) becomes NaN or infinite."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Level:
-    """One level of multilevel training: `steps` optimiser steps on a grid of `shape`."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (SIGINT, Ctrl-C); the state of `step` was checkpointed.
 
-    shape: tuple[int, int]
-    steps: int
+    **Attributes:** `step`: the last completed step; `checkpoint_dir`: the folder holding the
+    checkpoint of that step (a `pathlib.Path`), or `None` when no `checkpoint_dir` was given.
+    """
 
-    @classmethod
-    def parse(cls, level, index: int = 0) -> "Level":
-        if isinstance(level, Level):
-            return level
-        try:
-            resolution, steps = level
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`levels[{index}]` must be a pair (resolution, steps); got {level!r}."
-            ) from None
-        if isinstance(resolution, (int, np.integer)):
-            shape = (int(resolution), int(resolution))
-        else:
-            shape = tuple(int(n) for n in resolution)
-        if len(shape) != 2 or min(shape) < 2:
-            raise ValueError(
-                f"`levels[{index}]` resolution must be an int or a pair (n1, n2), each >= 2; "
-                f"got {resolution!r}."
-            )
-        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"`levels[{index}]` steps must be an int >= 1; got {steps!r}.")
-        return cls(shape, int(steps))
-
-
-def parse_levels(levels) -> tuple[Level, ...]:
-    """Levels from `[(resolution, steps), ...]`; `resolution` is an int or `(n1, n2)`."""
-    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels:
-        raise ValueError(
-            f"`levels` must be a non-empty list of (resolution, steps); got {levels!r}."
+    def __init__(self, step: int, checkpoint_dir=None):
+        self.step = step
+        self.checkpoint_dir = checkpoint_dir
+        where = (
+            f"checkpoint saved in {checkpoint_dir}"
+            if checkpoint_dir is not None
+            else "no checkpoint written (no checkpoint_dir)"
         )
-    return tuple(Level.parse(level, i) for i, level in enumerate(levels))
+        super().__init__(f"training interrupted at step {step}; {where}")
 
 
 class TrainResult(eqx.Module):
@@ -105,80 +98,6 @@ class TrainResult(eqx.Module):
     history: list
     wall_time: float = eqx.field(static=True)
     cpu_time: float = eqx.field(static=True)
-
-
-@functools.lru_cache(maxsize=32)
-def make_optimizer(
-    level_steps: tuple[int, ...],
-    *,
-    learning_rate: float,
-    warmup_steps: int,
-    final_learning_rate: float,
-    weight_decay: float,
-    clip_norm: float | None,
-    lr_schedule: Literal["global", "per-level"] = "global",
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    r"""AdamW with linear warm-up then cosine decay, after global-norm gradient clipping.
-
-    With `lr_schedule="global"` the learning rate rises linearly from 0 to `learning_rate` over
-    `warmup_steps`, then follows a cosine down to `final_learning_rate` at the last of all
-    `sum(level_steps)` steps: one schedule spans all levels. With `"per-level"` that warm-up
-    and cosine restart at each level and span its `level_steps[i]` steps (the optimiser's
-    moments carry over). Cached, so that equal settings give the same object and compiled
-    steps are reused.
-    """
-
-    def warmup_cosine(steps: int) -> optax.Schedule:
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=learning_rate,
-            warmup_steps=warmup_steps,
-            decay_steps=max(steps, warmup_steps + 1),
-            end_value=final_learning_rate,
-        )
-
-    if lr_schedule == "global":
-        schedule = warmup_cosine(sum(level_steps))
-    else:
-        boundaries = np.cumsum(level_steps)[:-1].tolist()
-        schedule = optax.join_schedules([warmup_cosine(n) for n in level_steps], boundaries)
-    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
-    parts.append(optax.adamw(schedule, weight_decay=weight_decay))
-    return optax.chain(*parts), schedule
-
-
-@eqx.filter_jit
-def _train_step(
-    params,
-    ema,
-    opt_state,
-    static,
-    optimizer,
-    sde,
-    data,
-    indices,
-    key,
-    step,
-    ema_decay,
-    grid,
-    t_eps,
-    batched,
-):
-    # `indices=None`: `data` is the batch itself (a global array, sharded on a mesh).
-    x0 = data if indices is None else data[indices]
-
-    def loss_fn(p):
-        network = eqx.combine(p, static)
-        return dsm_loss(network, sde, x0, key, grid=grid, t_eps=t_eps, batched=batched)
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    # A real average of the weights, with the usual warm-up of the decay:
-    # decay_n = min(ema_decay, (1 + n) / (10 + n)).
-    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
-    return params, ema, opt_state, loss
 
 
 @eqx.filter_jit
@@ -215,9 +134,10 @@ def heldout_loss(
     lengths=(1.0, 1.0),
     batch_size: int = 500,
     repeats: int = 1,
-    method: Literal["spectral", "area"] = "spectral",
+    resampling: Literal["spectral", "area"] | None = None,
     t_eps: float = 1e-3,
     batched: bool | None = None,
+    method: Literal["spectral", "area"] | None = None,
 ) -> float:
     r"""The DSM loss of [`dsm_loss`][numpyro_fsdiff.dsm_loss] averaged over held-out data.
 
@@ -236,17 +156,17 @@ def heldout_loss(
     - `lengths`: the domain.
     - `batch_size`: fields per evaluation batch.
     - `repeats`: draws of $(t, \eta)$ per field; more lowers the estimator's variance.
-    - `method`: how data are brought to `shape`.
+    - `resampling`: how data are brought to `shape` (`"spectral"` or `"area"`; the old
+      name `method` is deprecated).
     - `t_eps`: the smallest time.
     - `batched`: use `network.batched` (default: if the network's class defines it).
 
     **Returns:** the mean loss, a Python float.
     """
-    data = jnp.asarray(data)
-    if data.ndim != 3:
-        raise ValueError(f"`data` must have shape (num, n1, n2); got {data.shape}.")
+    resampling = _resolve_resampling(resampling, method)
+    data = check_data("data", data, ndim=3)
     shape = tuple(data.shape[-2:]) if shape is None else Grid(shape).shape
-    data = _bring_to(data, shape, method)
+    data = _bring_to(data, shape, resampling)
     grid = Grid(shape, lengths)
     key = jax.random.key(0) if key is None else key
     batched = has_batched_path(network) if batched is None else bool(batched)
@@ -262,46 +182,404 @@ def heldout_loss(
     return total / count
 
 
-def _check_float(name, value, lo=None, lo_open=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number; got {value!r}.") from None
-    if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)):
-        bound = f"> {lo}" if lo_open else f">= {lo}"
-        raise ValueError(f"`{name}` must be a finite number {bound}; got {value!r}.")
-    return value
+@dataclasses.dataclass
+class TrainLog:
+    """The records of a run that callbacks read and extend (mutable, not a pytree).
+
+    - `config`: the [`TrainConfig`][numpyro_fsdiff.TrainConfig].
+    - `step`: the global step reached.
+    - `level`: the level of the last step.
+    - `history`: the records (JSON-able dicts) since the start of training.
+    - `losses`: the loss of every step run in this call.
+    - `wall_time`, `cpu_time`: training seconds (evaluation excluded) since the start.
+    """
+
+    config: TrainConfig
+    step: int = 0
+    level: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    losses: list = dataclasses.field(default_factory=list)
+    wall_time: float = 0.0
+    cpu_time: float = 0.0
 
 
-def _check_int(name, value, lo):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
-        raise ValueError(f"`{name}` must be an int >= {lo}; got {value!r}.")
-    return int(value)
+class Callback:
+    """A hook of [`train`][numpyro_fsdiff.train]: `on_log` at every history record (after the
+    losses were found finite), `on_end` once after the last step, `close` always at exit.
+    Subclass it and pass instances as `train(..., callbacks=[...])`."""
+
+    def on_log(self, state: TrainState, log: TrainLog) -> None:
+        pass
+
+    def on_end(self, state: TrainState, log: TrainLog) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
-def _batch_indices(
-    seed: int, level: int, level_step: int, num: int, batch: int, stream: tuple = ()
-) -> np.ndarray:
-    """Indices of the batch of `level_step`: epochs of a seeded permutation (no repeats).
+class ProgressBar(Callback):
+    """A tqdm progress bar (loss, samples/s, resolution) on stderr."""
 
-    `stream` extends the seed (a process index on a multi-host run)."""
-    per_epoch = num // batch
-    epoch, position = divmod(level_step, per_epoch)
-    perm = _permutation(seed, level, epoch, num, tuple(stream))
-    return perm[position * batch : (position + 1) * batch]
+    def __init__(self, total: int, initial: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+            file=sys.stderr,
+        )
+        self.shown = initial
+
+    def on_log(self, state, log):
+        record = log.history[-1]
+        self.bar.update(log.step - self.shown)
+        self.shown = log.step
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            res="x".join(map(str, record["resolution"])),
+            samples_s=f"{record['samples_per_second']:.0f}",
+        )
+
+    def close(self):
+        self.bar.close()
 
 
-_PERMUTATIONS: dict = {}
+class HeldoutEvaluation(Callback):
+    """The [`heldout_loss`][numpyro_fsdiff.heldout_loss] of the EMA network on `eval_data`
+    (key `seed_to_key(seed + 1)`), every `eval_every` steps and at the end, in the history."""
+
+    def __init__(self, sde: VPSDE, eval_data, config: TrainConfig, batched: bool):
+        self.sde, self.data, self.config, self.batched = sde, eval_data, config, batched
+
+    def evaluate(self, state: TrainState, log: TrainLog) -> float:
+        config = self.config
+        loss = heldout_loss(
+            state.ema,
+            self.sde,
+            self.data,
+            shape=config.eval_shape,
+            lengths=config.lengths,
+            resampling=config.resampling,
+            t_eps=config.t_eps,
+            key=seed_to_key(config.seed + 1),
+            batched=self.batched,
+        )
+        log.history.append(
+            dict(
+                step=log.step,
+                heldout_loss=loss,
+                heldout_shape=list(config.eval_shape),
+                wall_time=log.wall_time,
+                cpu_time=log.cpu_time,
+            )
+        )
+        return loss
+
+    def on_log(self, state, log):
+        every = self.config.eval_every
+        if every is not None and log.step % every == 0:
+            self.evaluate(state, log)
+
+    def on_end(self, state, log):
+        last = log.history[-1] if log.history else {}
+        if not (last.get("step") == log.step and "heldout_loss" in last):
+            self.evaluate(state, log)
 
 
-def _permutation(seed, level, epoch, num, stream=()):
-    key = (seed, level, epoch, num, stream)
-    if key not in _PERMUTATIONS:
-        _PERMUTATIONS.clear()
-        _PERMUTATIONS[key] = np.random.default_rng([seed, level, epoch, *stream]).permutation(num)
-    return _PERMUTATIONS[key]
+class Checkpointer(Callback):
+    """Writes checkpoints to `folder`: every `checkpoint_every` steps (default: at the end of each
+    level), at the end, and on an interruption; only from finite weights."""
+
+    def __init__(
+        self, folder, sde, config, record, *, scaling, metadata, mesh, saved_step, batches
+    ):
+        self.folder = None if folder is None else Path(folder)
+        self.sde, self.config, self.record = sde, config, record
+        self.scaling, self.metadata, self.mesh = scaling, metadata, mesh
+        self.saved_step = saved_step  # the step of the checkpoint in `folder`, if any
+        self.batches = batches
+
+    def due(self, step: int) -> bool:
+        every = self.config.checkpoint_every
+        if every is not None:
+            return step % every == 0
+        return step == self.config.stop_at or self.batches.is_boundary(step)
+
+    def next_due(self, step: int) -> int:
+        return next(n for n in range(step + 1, self.config.stop_at + 1) if self.due(n))
+
+    def kept(self) -> str:
+        """What a user has left after a failure, in words."""
+        if self.folder is None:
+            return "No checkpoint was kept (pass `checkpoint_dir` to keep one)."
+        if self.saved_step is None:
+            return (
+                f"No checkpoint was written yet, so {self.folder} holds none: the first was due "
+                f"at step {self.next_due(0)}."
+            )
+        return f"The last good checkpoint (step {self.saved_step}) in {self.folder} is kept."
+
+    def save(self, state: TrainState, log: TrainLog) -> None:
+        if self.folder is None:
+            return
+        if not bool(_all_finite((state.network, state.ema))):
+            raise TrainingDivergedError(
+                f"the weights became NaN or inf by step {log.step}; training stopped. "
+                + self.kept()
+            )
+        leaves, ema = state.leaves(), state.ema
+        if self.mesh is not None:
+            if jax.process_index() != 0:
+                return
+            leaves, ema = jax.device_get((leaves, ema))  # replicated: the whole state
+        save_checkpoint(
+            self.folder,
+            ema,
+            self.sde,
+            scaling=self.scaling,
+            lengths=self.config.lengths,
+            step=log.step,
+            training=self.record,
+            history=log.history,
+            state=leaves,
+            extra={
+                "wall_time": log.wall_time,
+                "cpu_time": log.cpu_time,
+                "metadata": self.metadata or {},
+            },
+        )
+        self.saved_step = log.step
+
+    def on_log(self, state, log):
+        if self.due(log.step):
+            self.save(state, log)
+
+    def on_end(self, state, log):
+        self.save(state, log)
+
+
+class _Trainer:
+    """One call of [`train`][numpyro_fsdiff.train]: the data, the state and the loop.
+
+    Its attributes are the run's explicit state (the `TrainState`, the `TrainLog`, the losses not
+    yet logged and the interval's timers); each method does one thing to them.
+    """
+
+    def __init__(self, network, sde, data, config: TrainConfig, *, checkpoint_dir, resume,
+                 scaling, eval_data, metadata, mesh, callbacks):  # fmt: skip
+        if not isinstance(sde, VPSDE):
+            raise ValueError(f"`sde` must be a VPSDE; got {sde!r}.")
+        data = check_data("data", data, ndim=3)
+        if min(data.shape[1:]) < 2:
+            raise ValueError(
+                f"`data` must have shape (num, n1, n2), n1, n2 >= 2; got {data.shape}."
+            )
+        if resume and checkpoint_dir is None:
+            raise ValueError("`resume=True` needs a `checkpoint_dir` to resume from.")
+        local_batch, stream = self._local_batch(config, mesh, data.shape[0])
+        self.config, self.sde, self.data, self.mesh = config, sde, data, mesh
+        self.batched = has_batched_path(network) if config.batched is None else config.batched
+        self.optimizer, self.schedule = config.optimizer()
+        self.batches = BatchSchedule(config, data.shape[0], local_batch, stream)
+        record = config.record(data.shape)
+        self.state, self.log = TrainState.init(network, self.optimizer), TrainLog(config)
+        saved_step = None
+        if resume and (Path(checkpoint_dir) / JSON_NAME).is_file():
+            self._resume(checkpoint_dir, record)
+            saved_step = self.log.step
+        if mesh is not None:
+            self.state = self.state.with_leaves(replicate(self.state.leaves(), mesh), self.log.step)
+        self.checkpointer = Checkpointer(checkpoint_dir, sde, config, record, scaling=scaling,
+                                         metadata=metadata, mesh=mesh, saved_step=saved_step,
+                                         batches=self.batches)  # fmt: skip
+        self.callbacks = [ProgressBar(config.stop_at, self.log.step)] if config.progress else []
+        self.evaluation = None
+        if eval_data is not None:
+            eval_data = check_data("eval_data", eval_data, ndim=3)
+            self.evaluation = HeldoutEvaluation(sde, eval_data, config, self.batched)
+            self.callbacks.append(self.evaluation)
+        self.callbacks += [self.checkpointer, *callbacks]
+        self.level_data: dict = {}
+        self.pending: list = []
+
+    @staticmethod
+    def _local_batch(config, mesh, num):
+        local_batch, stream = config.batch_size, ()
+        if mesh is not None:
+            check_divisible("batch_size", config.batch_size, mesh)
+            processes = jax.process_count()
+            if config.batch_size % processes:
+                raise ValueError(
+                    f"`batch_size` = {config.batch_size} must be a multiple of the {processes} "
+                    "processes."
+                )
+            local_batch = config.batch_size // processes
+            stream = () if processes == 1 else (jax.process_index(),)
+        if local_batch > num:
+            raise ValueError(
+                f"`batch_size` must be <= the number of fields {num}; got {config.batch_size}."
+            )
+        return local_batch, stream
+
+    def _resume(self, folder, record):
+        saved = read_config(folder).get("training", {})
+        # Settings added after a checkpoint was written read as their defaults.
+        saved = {"lr_schedule": "global", "level_schedule": "sequential", **saved}
+        different = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
+        if different:
+            raise ValueError(
+                "`resume=True` but the checkpoint in `checkpoint_dir` was trained with a "
+                f"different configuration (saved, now): {different}."
+            )
+        leaves, saved_record = load_state(folder, self.state.leaves())
+        self.state = self.state.with_leaves(leaves, saved_record["step"])
+        self.log.step = saved_record["step"]
+        self.log.history = list(saved_record.get("history", []))
+        self.log.wall_time = float(saved_record.get("wall_time", 0.0))
+        self.log.cpu_time = float(saved_record.get("cpu_time", 0.0))
+
+    def _batch(self, level: int, rows: np.ndarray):
+        if level not in self.level_data:
+            if self.batches.sequential:
+                self.level_data.clear()  # one level's data in memory at a time
+            level_data = _bring_to(
+                self.data, self.config.levels[level].shape, self.config.resampling
+            )
+            self.level_data[level] = level_data if self.mesh is None else np.asarray(level_data)
+        if self.mesh is None:
+            return self.level_data[level][jnp.asarray(rows)]
+        return global_batch(self.level_data[level][rows], self.mesh)
+
+    def run(self) -> TrainResult:
+        try:
+            try:
+                self._loop()
+                for callback in self.callbacks:
+                    callback.on_end(self.state, self.log)
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:
+                self._interrupted()
+        finally:
+            for callback in self.callbacks:
+                callback.close()
+        log = self.log
+        return TrainResult(
+            network=self.state.ema,
+            raw_network=self.state.network,
+            opt_state=self.state.opt_state,
+            step=log.step,
+            losses=np.asarray(log.losses),
+            history=json.loads(json.dumps(log.history)),
+            wall_time=log.wall_time,
+            cpu_time=log.cpu_time,
+        )
+
+    def _loop(self):
+        config, log = self.config, self.log
+        key, seen = config.key, set()
+        grids = [Grid(level.shape, config.lengths) for level in config.levels]
+        ema_decay, t_eps = jnp.asarray(config.ema_decay), jnp.asarray(config.t_eps)
+        self._start_interval()
+        while log.step < config.stop_at:
+            tick = time.perf_counter()
+            level, rows = self.batches.indices(log.step)
+            self.state, loss = train_step(
+                self.state,
+                self._batch(level, rows),
+                jax.random.fold_in(key, log.step),
+                optimizer=self.optimizer,
+                sde=self.sde,
+                grid=grids[level],
+                t_eps=t_eps,
+                ema_decay=ema_decay,
+                batched=self.batched,
+            )
+            self.pending.append(loss)
+            if level not in seen:
+                loss.block_until_ready()
+                log.history.append(
+                    dict(
+                        step=log.step,
+                        level=level,
+                        compile_and_first_step=time.perf_counter() - tick,
+                        resolution=list(config.levels[level].shape),
+                    )
+                )
+                seen.add(level)
+            log.step, log.level = log.step + 1, level
+            if self._is_log_point(log.step):
+                self._flush()
+                for callback in self.callbacks:
+                    callback.on_log(self.state, log)
+                self._start_interval()
+
+    def _is_log_point(self, step: int) -> bool:
+        config = self.config
+        return (
+            step % config.log_every == 0
+            or step == config.stop_at
+            or self.batches.is_boundary(step)
+            or (config.checkpoint_every is not None and step % config.checkpoint_every == 0)
+            or (
+                self.evaluation is not None
+                and config.eval_every is not None
+                and step % config.eval_every == 0
+            )
+        )
+
+    def _start_interval(self):
+        self.interval = (time.perf_counter(), time.process_time())
+
+    def _flush(self):
+        """Check the losses since the last record, and append the record of their mean."""
+        log, config = self.log, self.config
+        values = np.asarray(jnp.stack(self.pending), dtype=np.float64)
+        self.pending = []
+        elapsed = time.perf_counter() - self.interval[0]
+        log.wall_time += elapsed
+        log.cpu_time += time.process_time() - self.interval[1]
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            at = log.step - len(values) + int(bad[0])
+            level = int(self.batches.order[at])
+            raise TrainingDivergedError(
+                f"the training loss became {values[bad[0]]} at step {at} (level {level}, "
+                f"resolution {config.levels[level].shape}); training stopped. "
+                + self.checkpointer.kept()
+            )
+        log.losses.extend(values.tolist())
+        log.history.append(
+            dict(
+                step=log.step,
+                level=log.level,
+                resolution=list(config.levels[log.level].shape),
+                loss=float(values.mean()),
+                learning_rate=float(self.schedule(log.step - 1)),
+                samples_per_second=len(values) * config.batch_size / max(elapsed, 1e-9),
+                wall_time=log.wall_time,
+                cpu_time=log.cpu_time,
+            )
+        )
+
+    def _interrupted(self):
+        """On Ctrl-C: checkpoint the current state if it is finite, then raise
+        `TrainingInterrupted` naming the step of the state that was kept."""
+        log, checkpointer = self.log, self.checkpointer
+        log.step = int(self.state.step)
+        try:
+            if self.pending:
+                self._flush()
+            checkpointer.save(self.state, log)
+        except TrainingDivergedError:
+            pass  # the last good checkpoint, if any, stays
+        if checkpointer.folder is None or checkpointer.saved_step is None:
+            raise TrainingInterrupted(log.step, None) from None
+        raise TrainingInterrupted(checkpointer.saved_step, checkpointer.folder) from None
 
 
 def train(
@@ -318,10 +596,11 @@ def train(
     clip_norm: float | None = 1.0,
     ema_decay: float = 0.999,
     lr_schedule: str = "global",
-    method: Literal["spectral", "area"] = "spectral",
+    level_schedule: str = "sequential",
+    resampling: str | None = None,
     lengths=(1.0, 1.0),
     t_eps: float = 1e-3,
-    seed: int = 0,
+    key: PRNGKeyArray | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -335,25 +614,34 @@ def train(
     stop_after: int | None = None,
     batched: bool | None = None,
     mesh: Mesh | None = None,
+    callbacks: Sequence[Callback] = (),
+    seed: int | None = None,
+    method: str | None = None,
 ) -> TrainResult:
     r"""Train a noise predictor by denoising score matching, coarse to fine.
 
-    For each level `(resolution, steps)` in turn, the data (given on their native grid) are
-    brought to the level's grid with [`resample`][numpyro_fsdiff.resample] (`method`), and
-    `steps` AdamW steps are taken on [`dsm_loss`][numpyro_fsdiff.dsm_loss], whose
-    $L^2(D)$ quadrature makes the loss the same quantity on every grid. The same weights,
-    optimiser state continue across levels. Gradients are clipped to a global norm of
-    `clip_norm`; the learning rate warms up linearly over `warmup_steps` and then decays along
-    a cosine to `final_learning_rate`, once over all levels (`lr_schedule="global"`) or afresh
-    at each level (`"per-level"`). An exponential
-    moving average of the weights, $\bar\theta_n = d_n \bar\theta_{n-1} + (1 - d_n)\theta_n$
-    with $d_n = \min(d, (1 + n)/(10 + n))$, is the network returned and saved.
+    For each level `(resolution, steps)`, the data (given on their native grid) are brought to
+    the level's grid with [`resample`][numpyro_fsdiff.resample] (`resampling`), and `steps`
+    AdamW steps ([`train_step`][numpyro_fsdiff.train_step]) are taken on
+    [`dsm_loss`][numpyro_fsdiff.dsm_loss], whose $L^2(D)$ quadrature makes the loss the same
+    quantity on every grid. With `level_schedule="sequential"` the levels are trained one after
+    the other; with `"interleaved"` their steps are spread over one run
+    ([`level_order`][numpyro_fsdiff.level_order]), so the weights end fitted to every level. The
+    same weights and optimiser state continue throughout. Gradients are clipped to a global
+    norm of `clip_norm`; the learning rate warms up linearly over `warmup_steps` and then decays
+    along a cosine to `final_learning_rate`, once over all steps (`lr_schedule="global"`) or
+    afresh at each level (`"per-level"`, sequential only). An exponential moving average of the
+    weights, $\bar\theta_n = d_n \bar\theta_{n-1} + (1 - d_n)\theta_n$ with
+    $d_n = \min(d, (1 + n)/(10 + n))$, is the network returned and saved.
 
-    Batches are epochs of a permutation seeded by `(seed, level, epoch)` and the times and
-    noise of step $n$ come from `fold_in(key(seed), n)`, so a run is deterministic for a
-    seed and a resumed run repeats an uninterrupted one exactly. A NaN or infinite loss
-    stops training with a [`TrainingDivergedError`][numpyro_fsdiff.TrainingDivergedError];
-    checkpoints are only written from finite states, so the last good one is kept.
+    Batches are epochs of a permutation seeded by `(s, level, epoch)` and the times and noise of
+    step $n$ come from `fold_in(key, n)`, where $s$ = [`key_to_seed`][numpyro_fsdiff.key_to_seed]
+    `(key)` (`s` for `jax.random.key(s)`), so a run is deterministic for a key and a resumed run
+    repeats an uninterrupted one exactly. A NaN or infinite loss stops training with a
+    [`TrainingDivergedError`][numpyro_fsdiff.TrainingDivergedError]; checkpoints are only
+    written from finite states, so the last good one is kept. Ctrl-C (a `KeyboardInterrupt`)
+    checkpoints the current state and raises
+    [`TrainingInterrupted`][numpyro_fsdiff.TrainingInterrupted]; `resume=True` continues it.
 
     **Arguments:**
 
@@ -369,10 +657,12 @@ def train(
     - `lr_schedule`: `"global"` (one warm-up and cosine over all levels) or `"per-level"`
       (restarted at each level, each over its own steps; the warm-up default is then 5% of
       the shortest level).
-    - `method`: `"spectral"` or `"area"` (integer coarsening factors only).
+    - `level_schedule`: `"sequential"` (each level in turn) or `"interleaved"` (one run that
+      visits the levels in a fixed weighted round-robin, each its `steps` times).
+    - `resampling`: `"spectral"` (default) or `"area"` (integer coarsening factors only).
     - `lengths`: the side lengths of the domain.
     - `t_eps`: the smallest training time.
-    - `seed`: the seed of batches, times and noise.
+    - `key`: the PRNG key of batches, times and noise (default `jax.random.key(0)`).
     - `checkpoint_dir`: a folder for checkpoints, written every `checkpoint_every` steps
       (default: at the end of each level) and at the end.
     - `resume`: continue from the checkpoint in `checkpoint_dir` if there is one (the
@@ -399,10 +689,15 @@ def train(
       `process_slice`) and each process draws `batch_size / jax.process_count()` fields of
       every batch from it ([`global_batch`][numpyro_fsdiff.global_batch]); checkpoints are
       gathered to the host and written by process 0.
+    - `callbacks`: further [`Callback`][numpyro_fsdiff.Callback]s, run after the built-in
+      progress bar, evaluation and checkpoints.
+    - `seed`, `method`: deprecated names of `key` (`seed=s` is `key=jax.random.key(s)`) and
+      `resampling`.
 
     **Returns:** a [`TrainResult`][numpyro_fsdiff.TrainResult].
 
-    **Raises:** `ValueError` for bad arguments; `TrainingDivergedError` on a non-finite loss.
+    **Raises:** `ValueError` for bad arguments; `TrainingDivergedError` on a non-finite loss;
+    `TrainingInterrupted` on Ctrl-C.
 
     !!! example
 
@@ -414,7 +709,8 @@ def train(
         x_train = Matern(1.5, 2.0, 2.0).sample(jax.random.key(0), Grid((16, 16)), (32,))
         levels = [(8, 3), (16, 2)]  # 3 steps at 8 x 8, then 2 at 16 x 16; real runs: thousands
         network = FNO(modes=3, width=4, depth=1, key=jax.random.key(1))
-        result = train(network, sde, x_train, levels, batch_size=8, progress=False)
+        result = train(network, sde, x_train, levels, batch_size=8, progress=False,
+                       key=jax.random.key(2))
         score = NoisePredictionScore(result.network, sde)
         ```
 
@@ -424,68 +720,13 @@ def train(
         Equations*, ICLR 2021. Hagemann et al., *Multilevel Diffusion: Infinite Dimensional
         Score-Based Diffusion Models for Image Generation*, 2023.
     """
-    levels = parse_levels(levels)
-    if not isinstance(sde, VPSDE):
-        raise ValueError(f"`sde` must be a VPSDE; got {sde!r}.")
-    data = jnp.asarray(data)
-    if data.ndim != 3 or min(data.shape[1:]) < 2:
-        raise ValueError(f"`data` must have shape (num, n1, n2); got {data.shape}.")
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("`data` contains NaN or inf values.")
-    num = data.shape[0]
-    batched = has_batched_path(network) if batched is None else bool(batched)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    local_batch, stream = batch_size, ()
-    if mesh is not None:
-        check_divisible("batch_size", batch_size, mesh)
-        processes = jax.process_count()
-        if batch_size % processes:
-            raise ValueError(
-                f"`batch_size` = {batch_size} must be a multiple of the {processes} processes."
-            )
-        local_batch = batch_size // processes
-        stream = () if processes == 1 else (jax.process_index(),)
-    if local_batch > num:
-        raise ValueError(f"`batch_size` must be <= the number of fields {num}; got {batch_size}.")
-    total = sum(level.steps for level in levels)
-    if lr_schedule not in ("global", "per-level"):
-        raise ValueError(f"`lr_schedule` must be 'global' or 'per-level'; got {lr_schedule!r}.")
-    warmup_steps = (
-        min(1000, (total if lr_schedule == "global" else min(lv.steps for lv in levels)) // 20)
-        if warmup_steps is None
-        else _check_int("warmup_steps", warmup_steps, 0)
-    )
-    learning_rate = _check_float("learning_rate", learning_rate, 0.0, lo_open=True)
-    final_learning_rate = (
-        learning_rate / 20
-        if final_learning_rate is None
-        else _check_float("final_learning_rate", final_learning_rate, 0.0)
-    )
-    weight_decay = _check_float("weight_decay", weight_decay, 0.0)
-    clip_norm = _check_float("clip_norm", clip_norm, 0.0, lo_open=True, allow_none=True)
-    ema_decay = _check_float("ema_decay", ema_decay, 0.0)
-    if ema_decay >= 1:
-        raise ValueError(f"`ema_decay` must be in [0, 1); got {ema_decay}.")
-    if method not in ("spectral", "area"):
-        raise ValueError(f"`method` must be 'spectral' or 'area'; got {method!r}.")
-    t_eps = _check_float("t_eps", t_eps, 0.0, lo_open=True)
-    log_every = _check_int("log_every", log_every, 1)
-    if checkpoint_every is not None:
-        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
-    if eval_every is not None:
-        eval_every = _check_int("eval_every", eval_every, 1)
-    if eval_data is not None:
-        eval_data = jnp.asarray(eval_data)
-        if eval_data.ndim != 3:
-            raise ValueError(f"`eval_data` must have shape (num, n1, n2); got {eval_data.shape}.")
-    eval_shape = levels[-1].shape if eval_shape is None else Grid(eval_shape).shape
-    if resume and checkpoint_dir is None:
-        raise ValueError("`resume=True` needs a `checkpoint_dir` to resume from.")
-    lengths = Grid((2, 2), lengths).lengths
-    stop_at = total if stop_after is None else min(total, _check_int("stop_after", stop_after, 1))
-
-    config = dict(
-        levels=[[list(level.shape), level.steps] for level in levels],
+    if seed is not None:
+        seed = _resolve_key(key, seed)  # warns here, at the caller's line
+        key = seed_to_key(seed)
+    if method is not None:
+        resampling = _resolve_resampling(resampling, method)
+    config = TrainConfig(
+        levels,
         batch_size=batch_size,
         learning_rate=learning_rate,
         warmup_steps=warmup_steps,
@@ -494,250 +735,20 @@ def train(
         clip_norm=clip_norm,
         ema_decay=ema_decay,
         lr_schedule=lr_schedule,
-        method=method,
+        level_schedule=level_schedule,
+        resampling=resampling,
+        lengths=lengths,
         t_eps=t_eps,
-        seed=int(seed),
-        num_data=int(num),
-        data_shape=list(data.shape[1:]),
+        key=key,
+        checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
+        eval_shape=eval_shape,
+        log_every=log_every,
+        stop_after=stop_after,
+        progress=progress,
+        batched=batched,
     )
-    optimizer, schedule = make_optimizer(
-        tuple(level.steps for level in levels),
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        final_learning_rate=final_learning_rate,
-        weight_decay=weight_decay,
-        clip_norm=clip_norm,
-        lr_schedule=lr_schedule,
-    )
-    params, static = eqx.partition(network, eqx.is_inexact_array)
-    ema = jax.tree.map(jnp.copy, params)
-    opt_state = optimizer.init(params)
-    step, history, wall_time, cpu_time = 0, [], 0.0, 0.0
-
-    if resume and (Path(checkpoint_dir) / JSON_NAME).is_file():
-        record = read_config(checkpoint_dir)
-        saved = record.get("training", {})
-        # Settings added after a checkpoint was written read as their defaults.
-        saved = {"lr_schedule": "global", **saved}
-        different = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
-        if different:
-            raise ValueError(
-                "`resume=True` but the checkpoint in `checkpoint_dir` was trained with a "
-                f"different configuration (saved, now): {different}."
-            )
-        (params, ema, opt_state), record = load_state(checkpoint_dir, (params, ema, opt_state))
-        step = record["step"]
-        history = list(record.get("history", []))
-        wall_time = float(record.get("wall_time", 0.0))
-        cpu_time = float(record.get("cpu_time", 0.0))
-    if mesh is not None:
-        params, ema, opt_state = replicate((params, ema, opt_state), mesh)
-
-    def checkpoint(at_step):
-        if checkpoint_dir is None:
-            return
-        if not bool(_all_finite((params, ema))):
-            raise TrainingDivergedError(
-                f"the weights became NaN or inf by step {at_step}; training stopped and the "
-                f"last good checkpoint in {checkpoint_dir} is kept."
-            )
-        state = (params, ema, opt_state)
-        if mesh is not None:
-            if jax.process_index() != 0:
-                return
-            state = jax.device_get(state)  # replicated: every process holds the whole state
-        save_checkpoint(
-            checkpoint_dir,
-            eqx.combine(state[1], static),
-            sde,
-            scaling=scaling,
-            lengths=lengths,
-            step=at_step,
-            training=config,
-            history=history,
-            state=state,
-            extra={"wall_time": wall_time, "cpu_time": cpu_time, "metadata": metadata or {}},
-        )
-
-    def evaluate(at_step):
-        loss = heldout_loss(
-            eqx.combine(ema, static),
-            sde,
-            eval_data,
-            shape=eval_shape,
-            lengths=lengths,
-            method=method,
-            t_eps=t_eps,
-            key=jax.random.key(int(seed) + 1),
-            batched=batched,
-        )
-        history.append(
-            dict(
-                step=at_step,
-                heldout_loss=loss,
-                heldout_shape=list(eval_shape),
-                wall_time=wall_time,
-                cpu_time=cpu_time,
-            )
-        )
-        return loss
-
-    key = jax.random.key(int(seed))
-    ema_decay_arr = jnp.asarray(ema_decay)
-    t_eps_arr = jnp.asarray(t_eps)
-    all_losses: list[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=stop_at,
-            initial=step,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 30.0,
-            file=sys.stderr,
-        )
-
-    try:
-        start = 0
-        for index, level in enumerate(levels):
-            end = start + level.steps
-            if step >= end or step >= stop_at:
-                start = end
-                continue
-            grid = Grid(level.shape, lengths)
-            level_data = _bring_to(data, level.shape, method)
-            if mesh is not None:
-                level_data = np.asarray(level_data)  # batches are cut on the host
-            pending: list = []
-            interval_start = time.perf_counter()
-            interval_cpu = time.process_time()
-            interval_steps = 0
-            first = True
-            while step < min(end, stop_at):
-                tick = time.perf_counter()
-                rows = _batch_indices(int(seed), index, step - start, num, local_batch, stream)
-                if mesh is None:
-                    batch_data, indices = level_data, jnp.asarray(rows)
-                else:
-                    batch_data, indices = global_batch(level_data[rows], mesh), None
-                params, ema, opt_state, loss = _train_step(
-                    params,
-                    ema,
-                    opt_state,
-                    static,
-                    optimizer,
-                    sde,
-                    batch_data,
-                    indices,
-                    jax.random.fold_in(key, step),
-                    jnp.asarray(step, jnp.float32),
-                    ema_decay_arr,
-                    grid,
-                    t_eps_arr,
-                    batched,
-                )
-                if first:
-                    loss.block_until_ready()
-                    history.append(
-                        dict(
-                            step=step,
-                            level=index,
-                            compile_and_first_step=time.perf_counter() - tick,
-                            resolution=list(level.shape),
-                        )
-                    )
-                    first = False
-                pending.append(loss)
-                step += 1
-                interval_steps += 1
-                at_boundary = step == min(end, stop_at)
-                due_checkpoint = checkpoint_every is not None and step % checkpoint_every == 0
-                due_eval = (
-                    eval_data is not None and eval_every is not None and step % eval_every == 0
-                )
-                if step % log_every == 0 or at_boundary or due_checkpoint or due_eval:
-                    values = np.asarray(jnp.stack(pending), dtype=np.float64)
-                    now = time.perf_counter()
-                    elapsed = now - interval_start
-                    wall_time += elapsed
-                    cpu_time += time.process_time() - interval_cpu
-                    bad = np.flatnonzero(~np.isfinite(values))
-                    if bad.size:
-                        at = step - len(values) + int(bad[0])
-                        raise TrainingDivergedError(
-                            f"the training loss became {values[bad[0]]} at step {at} (level "
-                            f"{index}, resolution {level.shape}); training stopped. "
-                            + (
-                                f"The last good checkpoint in {checkpoint_dir} is kept."
-                                if checkpoint_dir is not None
-                                else "No checkpoint was kept (pass `checkpoint_dir` to keep one)."
-                            )
-                        )
-                    all_losses.extend(values.tolist())
-                    history.append(
-                        dict(
-                            step=step,
-                            level=index,
-                            resolution=list(level.shape),
-                            loss=float(values.mean()),
-                            learning_rate=float(schedule(step - 1)),
-                            samples_per_second=interval_steps * batch_size / max(elapsed, 1e-9),
-                            wall_time=wall_time,
-                            cpu_time=cpu_time,
-                        )
-                    )
-                    if bar is not None:
-                        bar.update(len(values))
-                        bar.set_postfix(
-                            loss=f"{values.mean():.4f}",
-                            res="x".join(map(str, level.shape)),
-                            samples_s=f"{interval_steps * batch_size / max(elapsed, 1e-9):.0f}",
-                        )
-                    pending = []
-                    if due_eval:
-                        evaluate(step)
-                    if due_checkpoint or (at_boundary and checkpoint_every is None):
-                        checkpoint(step)
-                    interval_start = time.perf_counter()
-                    interval_cpu = time.process_time()
-                    interval_steps = 0
-            start = end
-        if eval_data is not None and not (
-            history and history[-1].get("step") == step and "heldout_loss" in history[-1]
-        ):
-            evaluate(step)
-        checkpoint(step)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    return TrainResult(
-        network=eqx.combine(ema, static),
-        raw_network=eqx.combine(params, static),
-        opt_state=opt_state,
-        step=step,
-        losses=np.asarray(all_losses),
-        history=json.loads(json.dumps(history)),
-        wall_time=wall_time,
-        cpu_time=cpu_time,
-    )
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training was interrupted (SIGINT, Ctrl-C); the state of `step` was checkpointed.
-
-    **Attributes:** `step`: the last completed step; `checkpoint_dir`: the folder holding the
-    checkpoint of that step (a `pathlib.Path`), or `None` when no `checkpoint_dir` was given.
-    """
-
-    def __init__(self, step: int, checkpoint_dir=None):
-        self.step = step
-        self.checkpoint_dir = checkpoint_dir
-        where = (
-            f"checkpoint saved in {checkpoint_dir}"
-            if checkpoint_dir is not None
-            else "no checkpoint written (no checkpoint_dir)"
-        )
-        super().__init__(f"training interrupted at step {step}; {where}")
+    trainer = _Trainer(network, sde, data, config, checkpoint_dir=checkpoint_dir, resume=resume,
+                       scaling=scaling, eval_data=eval_data, metadata=metadata, mesh=mesh,
+                       callbacks=list(callbacks))  # fmt: skip
+    return trainer.run()

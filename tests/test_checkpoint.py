@@ -151,3 +151,84 @@ def test_pretrained_checkpoints_load_and_run_on_any_grid():
         np.testing.assert_allclose(ckpt.to_pixels(ckpt.from_pixels(u)), u, atol=1e-6)
     with pytest.raises(ValueError, match="`name`"):
         pretrained("cifar10")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A valid checkpoint folder and a function that rewrites its JSON record."""
+    save_checkpoint(tmp_path, tiny_fno(), VPSDE(Matern(2.0, 3.0, 1.0)), step=3)
+    file = tmp_path / "checkpoint.json"
+    record = json.loads(file.read_text())
+
+    def rewrite(edit):
+        new = json.loads(json.dumps(record))
+        edit(new)
+        file.write_text(json.dumps(new))
+        return tmp_path
+
+    return rewrite
+
+
+def _delete(*path):
+    def edit(record):
+        for key in path[:-1]:
+            record = record[key]
+        del record[path[-1]]
+
+    return edit
+
+
+def _set(value, *path):
+    def edit(record):
+        for key in path[:-1]:
+            record = record[key]
+        record[path[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (_delete("sde"), r"checkpoint\.json lacks the key 'sde'; expected an object"),
+        (_delete("sde", "beta_max"),
+         r"checkpoint\.json lacks the key 'sde\.beta_max'; expected a number"),
+        (_delete("network", "class"),
+         r"lacks the key 'network\.class'; expected a string 'module:QualName'"),
+        (_delete("covariance", "params"), r"lacks the key 'covariance\.params'"),
+        (_delete("files"), r"lacks the key 'files'"),
+        (_set("20", "sde", "beta_max"), r"the key 'sde\.beta_max' must be a number; got '20'"),
+        (_set(True, "sde", "T"), r"the key 'sde\.T' must be a number; got True"),
+        (_set("3", "step"), r"the key 'step' must be an int >= 0; got '3'"),
+        (_set([1.0], "grid", "lengths"), r"the key 'grid\.lengths' must be a list of two numbers"),
+        (_set({"shift": "0"}, "scaling"), r"the key 'scaling' must be null or an object"),
+        (_set("numpyro_fsdiff.nn:NoSuchNet", "network", "class"),
+         r"key 'network' does not describe a valid network: 'network\.class' names "
+         r"'numpyro_fsdiff\.nn:NoSuchNet', which does not exist"),
+        (_set("NoSuchCovariance", "covariance", "class"),
+         r"key 'covariance' does not describe a valid covariance: unknown covariance class"),
+        (_set({"modes": 3, "nonsense": 1}, "network", "config"),
+         r"key 'network' does not describe a valid network: .*nonsense"),
+        (_set(None, "format"), r"the key 'format' must be 'numpyro_fsdiff\.checkpoint'; got None"),
+    ],
+)  # fmt: skip
+def test_malformed_checkpoint_json_names_the_file_and_key(saved, edit, match):
+    from numpyro_fsdiff import CheckpointError
+
+    folder = saved(edit)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(folder)
+    assert str(folder / "checkpoint.json") in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_invalid_json_is_a_checkpoint_error(tmp_path):
+    from numpyro_fsdiff import CheckpointError
+
+    save_checkpoint(tmp_path, tiny_fno(), VPSDE(Matern(2.0, 3.0, 1.0)))
+    (tmp_path / "checkpoint.json").write_text('{"format": "numpyro_fsdiff.checkpoint", ')
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json is not valid JSON"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"must hold a JSON object; got list"):
+        load_checkpoint(tmp_path)
