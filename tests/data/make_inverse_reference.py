@@ -12,15 +12,12 @@ key and settings must give the same draws. Double precision throughout.
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from numpyro_fsdiff import VPSDE, GaussianField, GaussianScore, Grid  # noqa: E402
-from numpyro_fsdiff.covariance import Matern  # noqa: E402
-from numpyro_fsdiff.inverse import (  # noqa: E402
+from numpyro_fsdiff import VPSDE, GaussianField, GaussianScore, Grid
+from numpyro_fsdiff.covariance import Matern
+from numpyro_fsdiff.inverse import (
     DPS,
     MAP,
     NUTS,
@@ -74,16 +71,18 @@ def samplers(grid, cov):
     }
 
 
-def run(name, prior, sampler, grid, operator, y):
-    return posterior(jax.random.key(11), y, operator, prior, sampler, grid=grid,
+def run(prior, sampler, grid, operator, y):
+    """The recorded run (the key was positional when the records were made)."""
+    return posterior(y, operator, prior, sampler, key=jax.random.key(11), grid=grid,
                      noise=GaussianNoise(0.1))
 
 
 def main():
+    jax.config.update("jax_enable_x64", True)
     grid, cov, operator, y = problem()
     records = {}
     for name, (prior, sampler) in samplers(grid, cov).items():
-        result = run(name, prior, sampler, grid, operator, y)
+        result = run(prior, sampler, grid, operator, y)
         records[name] = np.asarray(result.samples)
         for count in ("score_evaluations", "gradient_evaluations"):
             if count in result.info:
