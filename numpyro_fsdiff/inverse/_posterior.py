@@ -84,6 +84,12 @@ class SamplerOutput(eqx.Module):
         return {**out, **self.info}
 
 
+def _takes_keyword_key(fn) -> bool:
+    """Whether `fn` has a keyword-only `key` (the current form of `run`)."""
+    parameter = inspect.signature(fn).parameters.get("key")
+    return parameter is not None and parameter.kind == parameter.KEYWORD_ONLY
+
+
 def _accept_old_run_form(run):
     """Let `sampler.run(key, problem)`, the form before `key` became keyword-only, still work
     for one release, with a `DeprecationWarning`."""
@@ -117,7 +123,7 @@ class AbstractSampler(eqx.Module):
         super().__init_subclass__(**kwargs)
         run = cls.__dict__.get("run")
         if run is not None and not getattr(run, "_accepts_old_run_form", False):
-            if "key" in inspect.signature(run).parameters:
+            if _takes_keyword_key(run):
                 cls.run = _accept_old_run_form(run)
 
     @property
@@ -227,7 +233,7 @@ def _summarise(samples, weights):
 def _sampler_output(sampler, problem, key) -> SamplerOutput:
     """`sampler.run(problem, key=key)`; a sampler written for the old form
     `run(key, problem) -> dict` still runs, with a `DeprecationWarning`."""
-    if "key" in inspect.signature(sampler.run).parameters:
+    if _takes_keyword_key(sampler.run):
         return sampler.run(problem, key=key)
     warnings.warn(
         f"{type(sampler).__name__}.run(key, problem) returning a dict is deprecated: implement "
