@@ -48,7 +48,7 @@ def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist
                    chain_method="vectorized", max_tree_depth=depth, init="map",
                    init_steps=30, mass_matrix=mass_matrix, metric_points=metric_points)
     start = time.perf_counter()
-    result = posterior(jax.random.key(seed), y, operator, prior, sampler, grid=grid,
+    result = posterior(y, operator, prior, sampler, key=jax.random.key(seed), grid=grid,
                        noise=GaussianNoise(sigma), truth=truth, data_range=2.0)
     wall = time.perf_counter() - start
     naive = float(psnr(naive_inverse(y, operator, grid), truth, data_range=2.0))

@@ -308,6 +308,25 @@ def posterior(
 
     **Raises:** `ValueError` naming the argument: a `y` or `truth` of the wrong shape or
     holding NaN or inf, a `prior` that does not fit the grid, an unknown `sampler`.
+
+    !!! example
+
+        ```python
+        from numpyro_fsdiff.covariance import Matern
+
+        grid = fsd.Grid((8, 8))
+        op = GaussianBlur(0.05)
+        prior = fsd.GaussianField(Matern(2.0, 3.0), grid)
+        truth = prior.sample(jax.random.key(0))
+        y = op(truth, grid) + 0.05 * jax.random.normal(jax.random.key(1), op.data_shape(grid))
+        sde = fsd.VPSDE(Matern(2.0, 3.0))
+        dps = DPS(fsd.GaussianScore(Matern(2.0, 3.0), sde, grid), sde, num_samples=4,
+                  steps=20, weighting="normalised")  # score only: prior=None
+        result = posterior(y, op, None, dps, key=jax.random.key(2), grid=grid,
+                           noise=GaussianNoise(0.05), truth=truth)
+        result.mean.shape, result.weights  # (8, 8), None: equally weighted draws
+        result.metrics["coverage_90"], result.info["score_evaluations"]  # 4 x (2 x 20 + 1)
+        ```
     """
     if not isinstance(sampler, AbstractSampler):
         raise ValueError(

@@ -117,6 +117,15 @@ def weighted_quantile(
     - `weights`: one weight $\ge 0$ per draw (normalised here), or `None` for equal ones.
 
     **Returns:** an array of shape `jnp.shape(q) + samples.shape[1:]`.
+
+    !!! example
+
+        ```python
+        x = jnp.asarray([3.0, 0.0, 2.0, 1.0])
+        w = jnp.asarray([0.4, 0.1, 0.3, 0.2])  # sorted draws 0, 1, 2, 3 at p = 0, .2, .53, 1
+        weighted_quantile(x, 0.1, w)  # 0.5: half-way from 0 to 1
+        weighted_quantile(x, 0.1, jnp.ones(4))  # 0.3 = jnp.quantile(x, 0.1)
+        ```
     """
     samples = jnp.asarray(samples)
     weights = _normalised_weights(weights, samples.shape[0])
