@@ -603,6 +603,8 @@ def test_weighted_draws_give_weighted_statistics(x64):
         lower[i, j], upper[i, j] = np.interp(0.25, p, x), np.interp(0.75, p, x)
     inside = (np.asarray(truth) >= lower) & (np.asarray(truth) <= upper)
     np.testing.assert_allclose(result.metrics["coverage_50"], inside.mean(), rtol=1e-12)
+    np.testing.assert_allclose(result.credible_interval(0.5), (lower, upper), rtol=1e-12)
+    np.testing.assert_allclose(result.coverage(truth, 0.5), inside.mean(), rtol=1e-12)
     assert 0 < inside.mean() < 1  # the test can tell wrong intervals apart
     # uniform weights: the unweighted statistics
     uniform = posterior(y, operator, None, _Weighted(draws, jnp.full(5, -3.0)),

@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 from .._custom_types import Array, Field, Float, PRNGKeyArray
 from .._grid import Grid
 from .._validation import check_data
-from ..metrics._image import coverage, psnr, ssim
+from ..metrics._image import coverage, credible_interval, psnr, ssim
 from ._noise import GaussianNoise
 from ._operators import AbstractOperator
 from ._problem import Problem
@@ -187,6 +187,18 @@ class Posterior(eqx.Module):
     info: dict
     inference_data: Any
     weights: Float[Array, " S"] | None = None
+
+    def credible_interval(self, level: float = 0.9) -> tuple[Field, Field]:
+        """The pixelwise equal-tailed credible interval `(lower, upper)` of probability
+        `level`, of the weighted draws when there are `weights` (see
+        [`credible_interval`][numpyro_fsdiff.metrics.credible_interval])."""
+        return credible_interval(self.samples, level, weights=self.weights)
+
+    def coverage(self, truth: Field, level: float = 0.9):
+        """The fraction of pixels of `truth` inside the credible interval of probability
+        `level` (weighted when there are `weights`)."""
+        truth = check_data("truth", truth, ndim=2, shape=self.samples.shape[1:])
+        return coverage(self.samples, truth, level, weights=self.weights)
 
 
 def _is_key(x) -> bool:
