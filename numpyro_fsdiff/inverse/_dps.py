@@ -155,7 +155,9 @@ class DPS(AbstractSampler):
         return SamplerOutput(
             samples=samples,
             diagnostics={
-                "guidance": float(self.guidance), "weighting": self.weighting, "steps": self.steps
+                "guidance": float(self.guidance),
+                "weighting": self.weighting,
+                "steps": self.steps,
             },
             score_evaluations=int(np.sum(2 * np.asarray(evaluations) + 1)),
             wall_time_s=end - start,
@@ -170,14 +172,27 @@ def _dps_solve(sampler: DPS, problem: Problem, keys):
     step with the prior score. Returns the fields and each solve's guided-score evaluations."""
     grid, sde = problem.grid, sampler.sde
     guided = guided_score(
-        sampler.score, sde, problem.y, problem.operator, grid, problem.noise.sigma,
-        sampler.guidance, sampler.weighting,
+        sampler.score,
+        sde,
+        problem.y,
+        problem.operator,
+        grid,
+        problem.noise.sigma,
+        sampler.guidance,
+        sampler.weighting,
     )
 
     def one(key):
         x, info = sample_one(
-            guided, sde, grid, key=key, method="sde", solver=sampler.solver,
-            steps=sampler.steps, t_eps=sampler.t_eps, denoise=False,
+            guided,
+            sde,
+            grid,
+            key=key,
+            method="sde",
+            solver=sampler.solver,
+            steps=sampler.steps,
+            t_eps=sampler.t_eps,
+            denoise=False,
             max_steps=sampler.steps + 1,
         )
         return tweedie_denoise(sampler.score, sde, x, sampler.t_eps), info.num_score_evaluations

@@ -99,8 +99,14 @@ class NUTS(AbstractSampler):
     metric_points: int = eqx.field(static=True, default=5)
 
     def __check_init__(self):
-        for name in ("num_warmup", "num_samples", "num_chains", "max_tree_depth", "init_steps",
-                     "metric_points"):
+        for name in (
+            "num_warmup",
+            "num_samples",
+            "num_chains",
+            "max_tree_depth",
+            "init_steps",
+            "metric_points",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "num_warmup" else 1):
                 raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
@@ -126,13 +132,21 @@ class NUTS(AbstractSampler):
 
     def _mcmc(self, fn, problem, num_warmup, inverse_mass=None):
         if inverse_mass is not None:
-            kwargs = dict(inverse_mass_matrix={("u_base",): inverse_mass},
-                          adapt_mass_matrix=False, dense_mass=[("u_base",)])
+            kwargs = dict(
+                inverse_mass_matrix={("u_base",): inverse_mass},
+                adapt_mass_matrix=False,
+                dense_mass=[("u_base",)],
+            )
         else:
             kwargs = dict(dense_mass=self.dense_mass)
-        strategy = self.init if callable(self.init) else (
-            numpyro.infer.init_to_sample if self.init in ("prior", "map")
-            else numpyro.infer.init_to_uniform
+        strategy = (
+            self.init
+            if callable(self.init)
+            else (
+                numpyro.infer.init_to_sample
+                if self.init in ("prior", "map")
+                else numpyro.infer.init_to_uniform
+            )
         )
         kernel = _NumPyroNUTS(
             fn,
@@ -162,8 +176,13 @@ class NUTS(AbstractSampler):
         start = time.perf_counter()
         init_params, init_gradients = self._initial_params(fn, problem, key_init)
         initialised = time.perf_counter()
-        mcmc.warmup(key_warm, problem.y, extra_fields=("num_steps",), collect_warmup=True,
-                    init_params=init_params)
+        mcmc.warmup(
+            key_warm,
+            problem.y,
+            extra_fields=("num_steps",),
+            collect_warmup=True,
+            init_params=init_params,
+        )
         warmup_steps = _leapfrog_steps(mcmc)
         metric_products = 0
         if self.mass_matrix == "gauss_newton":
@@ -198,8 +217,9 @@ class NUTS(AbstractSampler):
         """The chains' starts for `init="map"` (and the gradients they took), else `None`."""
         if self.init != "map":
             return None, 0
-        params = _optimised_inits(fn, problem.y, key, self.num_chains, self.init_steps,
-                                  self.init_learning_rate)
+        params = _optimised_inits(
+            fn, problem.y, key, self.num_chains, self.init_steps, self.init_learning_rate
+        )
         if self.num_chains == 1:  # numpyro takes one chain's parameters without a chain axis
             params = jax.tree.map(lambda a: a[0], params)
         return jax.block_until_ready(params), self.num_chains * self.init_steps
@@ -261,8 +281,10 @@ def _whitened_forward(problem: Problem):
     after checking that the metrics of `mass_matrix` can be built for `problem`."""
     prior = whiten(problem.prior)
     grid = problem.grid
-    if not (isinstance(prior, dist.TransformedDistribution)
-            and isinstance(prior.transforms[0], ColourTransform)):
+    if not (
+        isinstance(prior, dist.TransformedDistribution)
+        and isinstance(prior.transforms[0], ColourTransform)
+    ):
         raise ValueError(
             "`mass_matrix='gaussian'` and `'gauss_newton'` need a GaussianField prior or a "
             f"transform of one; got {problem.prior!r}."
@@ -298,8 +320,7 @@ def _linearised_metric(problem: Problem) -> Float[Array, "N N"]:
     return jnp.eye(n) + g.T @ g
 
 
-def _gauss_newton_metric(problem: Problem, points: Float[Array, "K n1 n2"]
-                        ) -> Float[Array, "N N"]:
+def _gauss_newton_metric(problem: Problem, points: Float[Array, "K n1 n2"]) -> Float[Array, "N N"]:
     """The metric of `NUTS(mass_matrix="gauss_newton")` (its equation is in `NUTS`) at the
     white-latent `points`: each Jacobian is built row by row from one linearisation and a
     vector-Jacobian product per observed value, in blocks of 64."""
@@ -335,8 +356,12 @@ def _optimised_inits(fn, y, key, num_chains: int, steps: int, learning_rate: flo
 
     # One call with a batch of keys: numpyro then finds every chain's start in one compiled
     # loop, where a call per chain evaluates the model's gradient op by op (seconds each).
-    start = initialize_model(jax.random.split(key, num_chains), fn, model_args=(y,),
-                             init_strategy=numpyro.infer.init_to_sample)
+    start = initialize_model(
+        jax.random.split(key, num_chains),
+        fn,
+        model_args=(y,),
+        init_strategy=numpyro.infer.init_to_sample,
+    )
     params, potential = start.param_info.z, start.potential_fn
     optimiser = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1))
 
@@ -364,7 +389,7 @@ def _misfit_per_chain(problem: Problem, fields, sigma) -> np.ndarray:
     predict = jax.vmap(jax.vmap(lambda u: problem.operator(u, problem.grid)))
     residual = predict(fields) - problem.y
     squares = jnp.sum(residual.reshape(residual.shape[:2] + (-1,)) ** 2, axis=-1)
-    variance = problem.noise.sigma ** 2 if sigma is None else jnp.asarray(sigma) ** 2
+    variance = problem.noise.sigma**2 if sigma is None else jnp.asarray(sigma) ** 2
     return np.asarray(jnp.mean(squares / variance, axis=1)) / problem.y.size
 
 
@@ -396,5 +421,3 @@ def _summary(idata, rhat, ess, has_sigma):
     )
     rows.append(field)
     return pd.concat(rows, axis=0)
-
-

@@ -70,22 +70,23 @@ class SVI(AbstractSampler):
         guide = _GUIDES[self.guide](fn, **kwargs)
         # cosine decay to 1% of the initial step: the stochastic optimum settles
         schedule = optax.cosine_decay_schedule(self.learning_rate, self.num_steps, alpha=0.01)
-        svi = numpyro.infer.SVI(
-            fn, guide, optax.adam(schedule), Trace_ELBO(self.num_particles)
-        )
+        svi = numpyro.infer.SVI(fn, guide, optax.adam(schedule), Trace_ELBO(self.num_particles))
         key_fit, key_draw = jax.random.split(key)
         start = time.perf_counter()
         result = svi.run(key_fit, self.num_steps, problem.y, progress_bar=False)
         jax.block_until_ready(result.params)
         fitted = time.perf_counter()
         predictive = Predictive(
-            fn, guide=guide, params=result.params, num_samples=self.num_samples,
+            fn,
+            guide=guide,
+            params=result.params,
+            num_samples=self.num_samples,
             return_sites=["u", "sigma"] if problem.noise.inferred else ["u"],
         )
         draws = predictive(key_draw, problem.y)
         samples = jax.block_until_ready(draws["u"])
         end = time.perf_counter()
-        elbo = -float(jnp.mean(result.losses[-max(1, self.num_steps // 20):]))
+        elbo = -float(jnp.mean(result.losses[-max(1, self.num_steps // 20) :]))
         return SamplerOutput(
             samples=samples,
             sigma=draws.get("sigma"),

@@ -64,17 +64,26 @@ def samplers(grid, cov):
         ),
         "nuts_gauss_newton": (
             field,
-            NUTS(num_warmup=20, num_samples=10, num_chains=2, chain_method="vectorized",
-                 max_tree_depth=3, init="map", init_steps=5, mass_matrix="gauss_newton",
-                 metric_points=2),
+            NUTS(
+                num_warmup=20,
+                num_samples=10,
+                num_chains=2,
+                chain_method="vectorized",
+                max_tree_depth=3,
+                init="map",
+                init_steps=5,
+                mass_matrix="gauss_newton",
+                metric_points=2,
+            ),
         ),
     }
 
 
 def run(prior, sampler, grid, operator, y):
     """The recorded run (the key was positional when the records were made)."""
-    return posterior(y, operator, prior, sampler, key=jax.random.key(11), grid=grid,
-                     noise=GaussianNoise(0.1))
+    return posterior(
+        y, operator, prior, sampler, key=jax.random.key(11), grid=grid, noise=GaussianNoise(0.1)
+    )
 
 
 def main():
