@@ -283,8 +283,9 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="`y` must have shape"):
         posterior(jnp.zeros(3), operator, prior, MAP(10), key=jax.random.key(0), grid=grid,
                   noise=GaussianNoise(0.1))
-    with pytest.raises(ValueError, match="`sigma` must be a finite number > 0"):
-        GaussianNoise(-0.1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`sigma` must be a finite number > 0"):
+            GaussianNoise(bad)
     with pytest.raises(ValueError, match="`prior` must have positive support"):
         GaussianNoise(prior=dist.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match="`observed` selects no point"):
