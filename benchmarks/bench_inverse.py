@@ -90,12 +90,12 @@ def gaussian_suite(args):
         std = jnp.sqrt(jnp.diag(cov)).reshape(grid.shape)
         for name in args.samplers:
             sampler = samplers[name]()
-            result = posterior(jax.random.key(3), y, operator, prior, sampler, grid=grid,
+            result = posterior(y, operator, prior, sampler, key=jax.random.key(3), grid=grid,
                                noise=GaussianNoise(sigma), truth=truth)
             repeats = []
             if name == "dps":
                 for r in range(args.repeats):
-                    again = posterior(jax.random.key(10 + r), y, operator, prior, sampler,
+                    again = posterior(y, operator, prior, sampler, key=jax.random.key(10 + r),
                                       grid=grid, noise=GaussianNoise(sigma), truth=truth)
                     repeats.append(again.info["wall_time_s"])
             info = dict(result.info)

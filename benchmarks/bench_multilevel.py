@@ -31,15 +31,9 @@ import time
 import jax
 import numpy as np
 
-<<<<<<< HEAD
-from numpyro_fsdiff import VPSDE, Grid, train
-from numpyro_fsdiff._io import write_text
-from numpyro_fsdiff.cli._train_command import parse_covariance
-=======
 from numpyro_fsdiff import VPSDE, Grid, heldout_loss, train
 from numpyro_fsdiff._io import append_text, write_text
-from numpyro_fsdiff._train_command import parse_covariance
->>>>>>> train
+from numpyro_fsdiff.cli._train_command import parse_covariance
 from numpyro_fsdiff.data import PixelScaling, load, load_subset
 from numpyro_fsdiff.nn import FNO
 

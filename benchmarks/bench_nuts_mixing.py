@@ -18,6 +18,7 @@ import os
 import time
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff.cli import reuse_freed_memory
 
 
 def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist",
@@ -48,7 +49,7 @@ def run(warmup: int, draws: int, depth: int, seed: int, checkpoint: str = "mnist
                    chain_method="vectorized", max_tree_depth=depth, init="map",
                    init_steps=30, mass_matrix=mass_matrix, metric_points=metric_points)
     start = time.perf_counter()
-    result = posterior(jax.random.key(seed), y, operator, prior, sampler, grid=grid,
+    result = posterior(y, operator, prior, sampler, key=jax.random.key(seed), grid=grid,
                        noise=GaussianNoise(sigma), truth=truth, data_range=2.0)
     wall = time.perf_counter() - start
     naive = float(psnr(naive_inverse(y, operator, grid), truth, data_range=2.0))
@@ -69,7 +70,7 @@ def main(argv=None):
                         help="warm-up draws per chain of the Gauss-Newton metric")
     parser.add_argument("--out", default=None, help="append a Markdown table to this file")
     args = parser.parse_args(argv)
-    fsd.reuse_freed_memory()
+    reuse_freed_memory()
     header = ("| warm-up | draws | depth | wall (s) | R-hat max | R-hat median | ESS min | "
               "ESS median | step size | leapfrog | accept | divergences | gradients | PSNR (dB) | "
               "coverage 90% |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

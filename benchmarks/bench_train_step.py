@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff.cli import reuse_freed_memory
 
 
 def naive_grid_major(layer, v):
@@ -193,7 +194,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     allocator = "glibc default"
     if not args.default_allocator:
-        allocator = "reuse_freed_memory()" if fsd.reuse_freed_memory() else "glibc default"
+        allocator = "reuse_freed_memory()" if reuse_freed_memory() else "glibc default"
 
     load_before = os.getloadavg()
     rows = [benchmark(args, p, m) for m in args.model for p in args.path]

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff.cli import reuse_freed_memory
 
 
 def main(argv=None):
@@ -45,15 +46,14 @@ def main(argv=None):
     from numpyro.infer.util import initialize_model
 
     from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
-    from numpyro_fsdiff.inverse import NUTS, CellAverage, GaussianNoise, posterior
-    from numpyro_fsdiff.inverse._posterior import (
+    from numpyro_fsdiff.inverse import NUTS, CellAverage, GaussianNoise, Problem, posterior
+    from numpyro_fsdiff.inverse._nuts import (
         _gauss_newton_metric,
         _inverse_metric,
         _linearised_metric,
-        _Problem,
     )
 
-    fsd.reuse_freed_memory()
+    reuse_freed_memory()
     ckpt = load_checkpoint_or_pretrained("mnist")
     grid = ckpt.grid((16, 16))
     image = fsd.data.load_subset().images[0]
@@ -65,14 +65,14 @@ def main(argv=None):
         flow = fsd.ProbabilityFlow(ckpt.model, ckpt.sde, grid, solver="euler", steps=6,
                                    **({} if adjoint is None else {"adjoint": adjoint}))
         prior = dist.TransformedDistribution(fsd.GaussianField(ckpt.covariance, grid), flow)
-        return prior, _Problem(y, operator, prior, GaussianNoise(sigma), grid)
+        return prior, Problem(y, operator, prior, GaussianNoise(sigma), grid)
 
     prior, problem = problem_with()
     sampler = NUTS(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
                    chain_method="vectorized", max_tree_depth=args.depth, init="map",
                    init_steps=30, mass_matrix=args.mass_matrix, metric_points=args.metric_points)
     start = time.perf_counter()
-    result = posterior(jax.random.key(args.seed), y, operator, prior, sampler, grid=grid,
+    result = posterior(y, operator, prior, sampler, key=jax.random.key(args.seed), grid=grid,
                        noise=GaussianNoise(sigma), truth=truth, data_range=2.0)
     d = result.diagnostics
     print(f"NUTS {args.chains} chains x ({args.warmup} + {args.samples}), depth {args.depth}, "

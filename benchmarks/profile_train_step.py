@@ -17,6 +17,7 @@ import re
 import tempfile
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff.cli import reuse_freed_memory
 
 
 def main(argv=None):
@@ -26,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--default-allocator", action="store_true")
     args = parser.parse_args(argv)
     if not args.default_allocator:
-        fsd.reuse_freed_memory()
+        reuse_freed_memory()
 
     import jax
     import jax.numpy as jnp

@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     data, _ = mixture.sample(jax.random.key(args.seed), grid, args.num)
     network = fsd.nn.FNO(modes=6, width=args.width, depth=3, key=jax.random.key(args.seed))
     result = fsd.train(network, sde, data, [(args.resolution, args.steps)], batch_size=64,
-                       seed=args.seed, progress=False)
+                       key=jax.random.key(args.seed), progress=False)
     score = fsd.NoisePredictionScore(result.network, sde)
     errors = {}
     for n in (args.resolution, 2 * args.resolution):

@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     network = fsd.nn.FNO(modes=args.modes, width=args.width, depth=3,
                          key=jax.random.key(args.seed))
     result = fsd.train(network, sde, data, parse_levels(args.levels),
-                       batch_size=args.batch_size, seed=args.seed,
+                       batch_size=args.batch_size, key=jax.random.key(args.seed),
                        checkpoint_dir=out / "checkpoint")
     score = fsd.NoisePredictionScore(result.network, sde)
 

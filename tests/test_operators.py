@@ -191,7 +191,33 @@ def test_errors_name_the_argument():
         CellAverage((2, 2))(jnp.zeros((6, 6)), grid)
     with pytest.raises(ValueError, match="`width`"):
         GaussianBlur(-0.1)
-    with pytest.raises(ValueError, match="`locations`"):
+    with pytest.raises(ValueError, match="`locations` must be an array of shape \\(M, 2\\)"):
         PointObservations(np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="`observed`"):
+    with pytest.raises(ValueError, match="`observed` must be a boolean function"):
         Mask(np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_data_are_refused(bad):
+    """Every entry that takes user data refuses NaN and inf, naming the argument: the data of
+    `transpose`, `adjoint`, `embed` and `naive_inverse` (at run time under `jit`), and a
+    concrete field passed to an operator."""
+    grid = Grid((8, 8))
+    u = jnp.zeros(grid.shape).at[2, 3].set(bad)
+    blur, mask = GaussianBlur(0.1), Mask(_ring, shape=(4, 4))
+    y = jnp.zeros(blur.data_shape(grid)).at[0, 0].set(bad)
+    y_mask = jnp.zeros(mask.data_shape(grid)).at[0].set(bad)
+    for call in [lambda: blur.transpose(y, grid), lambda: blur.adjoint(y, grid),
+                 lambda: naive_inverse(y, blur, grid), lambda: mask.embed(y_mask, grid),
+                 lambda: Compose(mask, blur).transpose(y_mask, grid)]:
+        with pytest.raises(ValueError, match="`y` contains NaN or inf"):
+            call()
+    for op in (blur, mask, CellAverage((4, 4)), MotionBlur(0.2), Compose(mask, blur)):
+        with pytest.raises(ValueError, match="`u` contains NaN or inf"):
+            op(u, grid)
+    with pytest.raises(Exception, match="`y` contains NaN or inf"):
+        jax.block_until_ready(jax.jit(lambda y: blur.transpose(y, grid))(y))
+    # finite data pass through unchanged, traced or not
+    finite = jnp.ones(blur.data_shape(grid))
+    np.testing.assert_allclose(jax.jit(lambda y: blur.transpose(y, grid))(finite),
+                               blur.transpose(finite, grid), rtol=1e-6)

@@ -119,7 +119,7 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     (`"auto"` is decided here, from `grid_size`).
     """
     from ..inverse import DPS, MAP, NUTS, SVI
-    from ..inverse._posterior import DENSE_METRIC_MAX_POINTS
+    from ..inverse._nuts import DENSE_METRIC_MAX_POINTS
 
     if name == "nuts":
         if mass_matrix == "auto":
@@ -236,7 +236,7 @@ def run_task(
                           num_chains=num_chains, steps=steps, guidance=guidance,
                           max_tree_depth=max_tree_depth, init_steps=init_steps,
                           grid_size=grid.size, mass_matrix=mass_matrix)
-    result = posterior(key_post, y, operator, prior, chosen, grid=grid, noise=noise,
+    result = posterior(y, operator, prior, chosen, key=key_post, grid=grid, noise=noise,
                        truth=truth, data_range=2.0)
     per_step, initial = score_evaluations_per_step(solver)
     per_solve = initial + per_step * ode_steps

@@ -1,13 +1,17 @@
 """Imaging inverse problems: observation operators, NumPyro models and posterior samplers."""
 
+from ..metrics._image import coverage as coverage
+from ..metrics._image import credible_interval as credible_interval
+from ..metrics._image import psnr as psnr
+from ..metrics._image import ssim as ssim
+from ._dps import DPS as DPS
+from ._dps import guided_score as guided_score
+from ._gaussian import gaussian_posterior as gaussian_posterior
 from ._latent import ColourTransform as ColourTransform
 from ._latent import whiten as whiten
-from ._metrics import coverage as coverage
-from ._metrics import credible_interval as credible_interval
-from ._metrics import psnr as psnr
-from ._metrics import ssim as ssim
 from ._model import model as model
 from ._noise import GaussianNoise as GaussianNoise
+from ._nuts import NUTS as NUTS
 from ._operators import AbstractOperator as AbstractOperator
 from ._operators import CellAverage as CellAverage
 from ._operators import Compose as Compose
@@ -16,15 +20,13 @@ from ._operators import Mask as Mask
 from ._operators import MotionBlur as MotionBlur
 from ._operators import PointObservations as PointObservations
 from ._operators import naive_inverse as naive_inverse
-from ._posterior import DPS as DPS
-from ._posterior import MAP as MAP
-from ._posterior import NUTS as NUTS
-from ._posterior import SVI as SVI
 from ._posterior import AbstractSampler as AbstractSampler
 from ._posterior import Posterior as Posterior
-from ._posterior import gaussian_posterior as gaussian_posterior
-from ._posterior import guided_score as guided_score
+from ._posterior import SamplerOutput as SamplerOutput
 from ._posterior import posterior as posterior
+from ._problem import Problem as Problem
+from ._svi import MAP as MAP
+from ._svi import SVI as SVI
 
 # The MNIST tasks moved to the application package (`numpyro_fsdiff.cli`); the old names
 # still resolve, with a warning, for one release.

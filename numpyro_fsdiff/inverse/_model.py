@@ -36,6 +36,9 @@ def model(
 
     **Returns:** the field $u$.
 
+    **Raises:** `ValueError` naming the argument that does not fit the others, or `y` if it
+    holds NaN or inf (under `jit`, at run time).
+
     !!! example
 
         ```python
@@ -53,7 +56,13 @@ def model(
         u_mean = mcmc.get_samples()["u"].mean(0)
         ```
     """
-    check_problem(y, operator, prior, noise=noise, grid=grid)
+    y = check_problem(y, operator, prior, noise=noise, grid=grid)
+    return observe(y, operator, prior, noise=noise, grid=grid, name=name)
+
+
+def observe(y, operator, prior, *, noise, grid, name="u"):
+    """The sample sites of [`model`][numpyro_fsdiff.inverse.model], without its checks (for
+    problems checked once, e.g. by `Problem`)."""
     u = numpyro.sample(name, prior)
     sigma = noise.sample()
     mean = operator(u, grid)
@@ -61,18 +70,22 @@ def model(
     return u
 
 
-def check_problem(y, operator, prior, *, noise, grid) -> None:
-    """Raise a `ValueError` naming the argument that does not fit the others."""
+def check_problem(y, operator, prior, *, noise, grid):
+    """Return `y` checked (shape, real dtype, finite), raising a `ValueError` naming the
+    argument that does not fit the others. `prior=None` (score-only samplers) is not checked."""
     if not isinstance(grid, Grid):
         raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
     if not isinstance(operator, AbstractOperator):
         raise ValueError(f"`operator` must be an observation operator; got {operator!r}.")
     if not isinstance(noise, GaussianNoise):
         raise ValueError(f"`noise` must be a GaussianNoise; got {noise!r}.")
-    if not isinstance(prior, dist.Distribution) or tuple(prior.event_shape) != grid.shape:
+    if prior is not None and (
+        not isinstance(prior, dist.Distribution) or tuple(prior.event_shape) != grid.shape
+    ):
         raise ValueError(
             f"`prior` must be a numpyro distribution with event shape {grid.shape} (the grid); "
             f"got {prior!r}."
         )
     if y is not None:
-        operator.check_data(y, grid)
+        y = operator.check_data(y, grid)
+    return y

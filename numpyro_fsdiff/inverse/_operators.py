@@ -24,7 +24,7 @@ import numpy as np
 
 from .._custom_types import Array, ArrayLike, Field, Float, Spectrum
 from .._grid import Grid, fourier_multiply
-from .._validation import check_field_shape, check_positive
+from .._validation import check_data, check_field_shape, check_positive, is_concrete
 
 ObservationField = Float[Array, "m1 m2"]
 """Data that are point values on an observation grid of shape `(m1, m2)`."""
@@ -140,7 +140,7 @@ class AbstractOperator(eqx.Module):
 
     def transpose(self, y: Array, grid: Grid) -> Field:
         r"""The pixel transpose $A^\top y$ (Euclidean inner products on both sides)."""
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         zero = jax.ShapeDtypeStruct(grid.shape, jnp.result_type(y))
         (out,) = jax.linear_transpose(lambda u: self(u, grid), zero)(y)
         return out
@@ -166,15 +166,20 @@ class AbstractOperator(eqx.Module):
                 f"`{name}` must be one field of shape {grid.shape} (vmap for batches); got shape "
                 f"{jnp.shape(u)}."
             )
+        if is_concrete(u):  # user data; traced fields (a sampler's) are not checked per call
+            check_data(name, u)
 
-    def check_data(self, y, grid: Grid, name: str = "y") -> None:
-        """Raise a `ValueError` unless `y` has the shape `data_shape(grid)`."""
+    def check_data(self, y, grid: Grid, name: str = "y") -> Array:
+        """Return the data `y` as an array, raising a `ValueError` naming `name` unless it has
+        the shape `data_shape(grid)`, a real dtype and no NaN or inf (traced values: at run
+        time, through `equinox.error_if`)."""
         expected = self.data_shape(grid)
         if tuple(jnp.shape(y)) != tuple(expected):
             raise ValueError(
                 f"`{name}` must have shape {expected} to match {type(self).__name__} on a "
                 f"{grid.shape} grid; got shape {tuple(jnp.shape(y))}."
             )
+        return check_data(name, y)
 
 
 class _AbstractFilterOperator(AbstractOperator):
@@ -204,7 +209,7 @@ class _AbstractFilterOperator(AbstractOperator):
         return _evaluate_grid(self._filter(u, grid), grid, self._observation_shape(grid))
 
     def transpose(self, y: ObservationField, grid: Grid) -> Field:
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         back = _evaluate_grid_transpose(y, grid, self._observation_shape(grid))
         return self._filter_transpose(back, grid)
 
@@ -282,7 +287,7 @@ class MotionBlur(AbstractOperator):
         return _evaluate_grid(blurred, grid, self.data_shape(grid))
 
     def transpose(self, y: ObservationField, grid: Grid) -> Field:
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         back = _evaluate_grid_transpose(y, grid, self.data_shape(grid))
         conj = jnp.conj(self.multiplier(grid))
         return jnp.fft.ifft2(conj * jnp.fft.fft2(back)).real.astype(y.dtype)
@@ -397,14 +402,14 @@ class Mask(AbstractOperator):
         return values[self.indicator(grid)]
 
     def transpose(self, y: Float[Array, " M"], grid: Grid) -> Field:
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         obs = self._observation_grid(grid)
         full = jnp.zeros(obs.shape, y.dtype).at[self.indicator(grid)].set(y)
         return _evaluate_grid_transpose(full, grid, obs.shape)
 
     def embed(self, y: Float[Array, " M"], grid: Grid, fill=jnp.nan) -> ObservationField:
         """The data placed on the observation grid, `fill` where unobserved (for plotting)."""
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         obs = self._observation_grid(grid)
         return jnp.full(obs.shape, fill, y.dtype).at[self.indicator(grid)].set(y)
 
@@ -448,7 +453,7 @@ class PointObservations(AbstractOperator):
         return _evaluate_points(u, grid, self.locations)
 
     def transpose(self, y: Float[Array, " M"], grid: Grid) -> Field:
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         return _evaluate_points_transpose(y, grid, self.locations)
 
 
@@ -508,7 +513,7 @@ class Compose(AbstractOperator):
         return u
 
     def transpose(self, y: Array, grid: Grid) -> Field:
-        self.check_data(y, grid)
+        y = self.check_data(y, grid)
         for op, g in zip(self.operators, reversed(self._grids(grid))):
             y = op.transpose(y, g)
         return y
@@ -523,7 +528,7 @@ def naive_inverse(y: Array, operator: AbstractOperator, grid: Grid, *, rcond=1e-
     observation, for a cell average the minimum-norm field with those averages, for a blur a
     regularised deconvolution.
     """
-    operator.check_data(y, grid)
+    y = operator.check_data(y, grid)
     matrix = operator.matrix(grid)
     pinv = jnp.linalg.pinv(matrix, rtol=rcond)
     return (pinv @ jnp.ravel(y)).reshape(grid.shape)
