@@ -20,6 +20,9 @@ from ._corrector import PredictorCorrector as PredictorCorrector
 from ._flow import ProbabilityFlow as ProbabilityFlow
 from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid
+from ._grid import band_grid_shape as band_grid_shape
+from ._grid import band_limit as band_limit
+from ._grid import band_mask as band_mask
 from ._grid import fourier_multiply as fourier_multiply
 from ._grid import resample as resample
 from ._likelihood import AbstractDivergence as AbstractDivergence
@@ -28,6 +31,7 @@ from ._likelihood import FlowSolution as FlowSolution
 from ._likelihood import HutchinsonDivergence as HutchinsonDivergence
 from ._likelihood import ProbabilityFlowODE as ProbabilityFlowODE
 from ._loss import NoisePredictionScore as NoisePredictionScore
+from ._loss import band_limited_noise as band_limited_noise
 from ._loss import dsm_loss as dsm_loss
 from ._pretrained import pretrained as pretrained
 from ._prior import DiffusionPrior as DiffusionPrior
