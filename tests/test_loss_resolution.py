@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import numpyro_fsdiff as fs
+from numpyro_fsdiff._checkpoint import save_checkpoint
 from numpyro_fsdiff._sample import sample_one
 from numpyro_fsdiff.covariance import Matern
 from numpyro_fsdiff.nn import FNO
@@ -154,3 +155,19 @@ def test_relative_density_is_the_same_on_three_grids(x64):
     np.testing.assert_allclose(values[0], expected, rtol=1e-3)
     # Without the construction the number changes with the grid.
     assert abs(plain_values[2] - plain_values[0]) > 10 * abs(plain_values[0]) * 1e-3
+
+
+def test_shipped_checkpoints_load_and_behave_as_before(tmp_path):
+    ckpt = fs.pretrained("mnist")
+    assert "cutoff" not in ckpt.config["network"]["config"]
+    score = ckpt.model
+    assert score.cutoff is None and ckpt.network.cutoff is None
+    x = fs.resample(jax.random.normal(jax.random.key(5), (14, 14)), (20, 20))
+    _, std = ckpt.sde.marginal_coefficients(0.3)
+    np.testing.assert_array_equal(score(x, 0.3), -ckpt.network(x, 0.3) / std)
+    # A network with a cutoff keeps it through a checkpoint, and so does its score.
+    net = FNO(modes=3, width=4, depth=1, cutoff=K, key=jax.random.key(0))
+    save_checkpoint(tmp_path / "run", net, ckpt.sde)
+    loaded = fs.load_checkpoint(tmp_path / "run")
+    assert loaded.config["network"]["config"]["cutoff"] == K and loaded.model.cutoff == K
+    np.testing.assert_allclose(loaded.model(x, 0.3), fs.NoisePredictionScore(net, ckpt.sde)(x, 0.3))
