@@ -18,7 +18,7 @@ K = 3
 
 
 class GaussianNoise(eqx.Module):
-    """The exact noise predictor of data N(0, C) on any grid: sigma_t q / (m_t^2 c + sigma_t^2 q)."""
+    """The exact noise predictor of data N(0, C) on any grid: sigma q / (m^2 c + sigma^2 q)."""
 
     data_covariance: Matern
     sde: fs.VPSDE
@@ -79,21 +79,22 @@ def test_dsm_loss_with_cutoff_adds_a_theta_free_high_mode_term():
     eff = jax.vmap(net)(low, t) + std[:, None, None] * (xt - low)
     grid = fs.Grid((16, 16))
     np.testing.assert_allclose(loss, jnp.mean(grid.norm_squared(eff - eta)), rtol=1e-5)
+
     # The high-mode part has no gradient.
-    high = lambda n: jnp.mean(grid.norm_squared((eff - eta) - fs.band_limit(eff - eta, K)))
+    def high(n):
+        return jnp.mean(grid.norm_squared((eff - eta) - fs.band_limit(eff - eta, K)))
+
     assert float(high(net)) > 0
     grads = eqx.filter_grad(lambda n: fs.dsm_loss(n, sde, x0, key))(net)
     grads_low = eqx.filter_grad(
-        lambda n: jnp.mean(
-            grid.norm_squared(fs.band_limit(jax.vmap(n)(low, t) - eta, K))
-        )
+        lambda n: jnp.mean(grid.norm_squared(fs.band_limit(jax.vmap(n)(low, t) - eta, K)))
     )(net)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_low)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def _shell_ratios(xs, covariance, grid, mask):
-    """Mean |x_k|^2 / lambda_k per radial shell of the modes where `mask`, with its standard error."""
+    """Mean |x_k|^2 / lambda_k per radial shell of the modes in `mask`, with its standard error."""
     power = jnp.abs(jnp.fft.fft2(xs, norm="ortho")) ** 2 / covariance.pixel_eigenvalues(grid)
     k1, k2 = grid.wavenumbers()
     radius = np.asarray(jnp.rint(jnp.sqrt(k1**2 + k2**2))).astype(int)
@@ -109,7 +110,10 @@ def _shell_ratios(xs, covariance, grid, mask):
 
 def _draw(score, sde, grid, method, steps, num):
     keys = jax.random.split(jax.random.key(3), num)
-    draw = lambda k: sample_one(score, sde, grid, key=k, method=method, steps=steps, denoise=False)
+
+    def draw(k):
+        return sample_one(score, sde, grid, key=k, method=method, steps=steps, denoise=False)
+
     return jax.jit(jax.vmap(lambda k: draw(k)[0]))(keys)
 
 
