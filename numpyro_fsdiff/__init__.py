@@ -51,6 +51,9 @@ from ._solver_comparison import compare_solvers as compare_solvers
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
 from ._solvers import resolve_solver as resolve_solver
+from ._spectrum import covariance_power_spectrum as covariance_power_spectrum
+from ._spectrum import plot_power_spectra as plot_power_spectra
+from ._spectrum import radial_power_spectrum as radial_power_spectrum
 from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
