@@ -112,7 +112,10 @@ def spectrum_table(samples: dict, covariance):
         new = [i for i, ri in enumerate(r) if BAND + 2 <= ri < n // 2]
         z_new = [(p[i] - pq[i]) / s[i] for i in new]
         ratio_new = [p[i] / pq[i] for i in new]
+        high = np.asarray(xs - fs.band_limit(jnp.asarray(xs), BAND))
         rows[str(n)] = dict(
+            # The pixel std (u = (x + 1)/2 in [0, 1]) of the part above |k_i| = 13.
+            high_pixel_std=float(0.5 * high.std()),
             shared_ratio_median=float(np.median(ratio_shared)),
             shared_abs_z_max=float(np.max(np.abs(z_shared))),
             shared_abs_z_median=float(np.median(np.abs(z_shared))),
@@ -175,15 +178,15 @@ def markdown(result) -> str:
         f"{BAND + 2}..n/2-1 against N(0, Q).",
         "",
         "| grid | shared: median ratio | shared: median / max abs z | new: median ratio to Q "
-        "| new: ratio range | new: median abs z |",
-        "|---|---|---|---|---|---|",
+        "| new: ratio range | new: median abs z | pixel std above K |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n, row in result["spectrum"].items():
         lines.append(
             f"| {n} | {row['shared_ratio_median']:.3f} | {row['shared_abs_z_median']:.2f} / "
             f"{row['shared_abs_z_max']:.2f} | {row['new_ratio_median']:.3g} | "
             f"{row['new_ratio_range'][0]:.3g}-{row['new_ratio_range'][1]:.3g} | "
-            f"{row['new_abs_z_median']:.2f} |"
+            f"{row['new_abs_z_median']:.2f} | {row['high_pixel_std']:.4f} |"
         )
     q = result["quality"]
     lines += [
