@@ -4,13 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._covariance import AbstractCovariance
-from ._custom_types import Array, Float
+from ._custom_types import ArrayLike, Float
 from ._grid import Grid
 from ._validation import check_data
 
 
 def radial_power_spectrum(
-    xs: Float[Array, "num n1 n2"], lengths=(1.0, 1.0)
+    xs: Float[ArrayLike, "num n1 n2"], lengths=(1.0, 1.0)
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""The radially averaged power $P(r) = \operatorname{mean}_{|k| \in [r - 1/2, r + 1/2)}
     \mathbb{E}|c_k|^2$ of the Fourier coefficients $c_k = \frac{1}{N}\sum_j u(x_j)
