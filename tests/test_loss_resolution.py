@@ -175,3 +175,19 @@ def test_shipped_checkpoints_load_and_behave_as_before(tmp_path):
     loaded = fs.load_checkpoint(tmp_path / "run")
     assert loaded.config["network"]["config"]["cutoff"] == K and loaded.model.cutoff == K
     np.testing.assert_allclose(loaded.model(x, 0.3), fs.NoisePredictionScore(net, ckpt.sde)(x, 0.3))
+
+
+def test_train_keeps_the_cutoff_through_its_checkpoint(tmp_path):
+    sde = fs.VPSDE(Q)
+    data = fs.band_limit(C.sample(jax.random.key(6), fs.Grid((8, 8)), (16,)), K)
+    net = FNO(modes=2, width=4, depth=1, cutoff=K, key=jax.random.key(7))
+    result = fs.train(
+        net, sde, data, [(8, 2)], batch_size=4, progress=False, checkpoint_dir=tmp_path
+    )
+    assert result.network.cutoff == K and bool(jnp.all(jnp.isfinite(result.losses)))
+    loaded = fs.load_checkpoint(tmp_path)
+    assert loaded.model.cutoff == K
+    x = fs.resample(data[0], (16, 16))
+    np.testing.assert_allclose(
+        loaded.model(x, 0.5), fs.NoisePredictionScore(result.network, sde)(x, 0.5), atol=1e-6
+    )
