@@ -191,3 +191,9 @@ def test_train_keeps_the_cutoff_through_its_checkpoint(tmp_path):
     np.testing.assert_allclose(
         loaded.model(x, 0.5), fs.NoisePredictionScore(result.network, sde)(x, 0.5), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("cutoff", [0, 2.5, True])
+def test_fno_rejects_a_bad_cutoff(cutoff):
+    with pytest.raises(ValueError, match="`cutoff` must be"):
+        FNO(modes=2, width=4, depth=1, cutoff=cutoff, key=jax.random.key(0))
