@@ -193,7 +193,7 @@ def test_train_keeps_the_cutoff_through_its_checkpoint(tmp_path):
     )
 
 
-@pytest.mark.parametrize("cutoff", [0, 2.5, True])
+@pytest.mark.parametrize("cutoff", [0, -3, True])
 def test_fno_rejects_a_bad_cutoff(cutoff):
     with pytest.raises(ValueError, match="`cutoff` must be"):
         FNO(modes=2, width=4, depth=1, cutoff=cutoff, key=jax.random.key(0))
