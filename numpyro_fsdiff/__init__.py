@@ -19,6 +19,9 @@ from ._corrector import PredictorCorrector as PredictorCorrector
 from ._flow import ProbabilityFlow as ProbabilityFlow
 from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid
+from ._grid import band_grid_shape as band_grid_shape
+from ._grid import band_limit as band_limit
+from ._grid import band_mask as band_mask
 from ._grid import fourier_multiply as fourier_multiply
 from ._grid import resample as resample
 from ._likelihood import AbstractDivergence as AbstractDivergence
@@ -27,6 +30,7 @@ from ._likelihood import FlowSolution as FlowSolution
 from ._likelihood import HutchinsonDivergence as HutchinsonDivergence
 from ._likelihood import ProbabilityFlowODE as ProbabilityFlowODE
 from ._loss import NoisePredictionScore as NoisePredictionScore
+from ._loss import band_limited_noise as band_limited_noise
 from ._loss import dsm_loss as dsm_loss
 from ._pretrained import pretrained as pretrained
 from ._prior import DiffusionPrior as DiffusionPrior
@@ -45,6 +49,9 @@ from ._sharding import shard_leading_axis as shard_leading_axis
 from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
 from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
 from ._solvers import resolve_solver as resolve_solver
+from ._spectrum import covariance_power_spectrum as covariance_power_spectrum
+from ._spectrum import plot_power_spectra as plot_power_spectra
+from ._spectrum import radial_power_spectrum as radial_power_spectrum
 from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion

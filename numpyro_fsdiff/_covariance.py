@@ -1,10 +1,12 @@
 r"""Covariance operators $Q$ diagonal in the Fourier basis, $Q e_k = \lambda_k e_k$."""
 
 import abc
+import dataclasses
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._custom_types import Array, BatchedField, Float, PRNGKeyArray, Scalar, Spectrum
 from ._grid import Grid, fourier_multiply
@@ -45,11 +47,30 @@ class AbstractCovariance(eqx.Module):
     def is_trace_class(self) -> bool:
         r"""Whether $\sum_k \lambda_k < \infty$ on $L^2$ of a 2-D domain."""
 
+    def describe(self) -> str:
+        """The operator with its parameter values, e.g. `Matern(alpha=1.0, tau=3.0, scale=1.0)`.
+
+        Unlike the Module's repr (`alpha=f32[]`), concrete arrays are printed by value.
+        """
+        parts = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, AbstractCovariance):
+                text = value.describe()
+            elif isinstance(value, jax.core.Tracer):
+                text = "<traced>"
+            else:
+                arr = np.asarray(value)
+                text = repr(arr.item()) if arr.ndim == 0 else repr(arr.tolist())
+            parts.append(f"{field.name}={text}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def require_trace_class(self, name: str = "covariance") -> None:
         """Raise a `ValueError` naming `name` unless the operator is trace-class."""
         if not self.is_trace_class:
             raise ValueError(
-                f"`{name}` must be a trace-class covariance in 2-D; got {self!r}, which is not "
+                f"`{name}` must be a trace-class covariance in 2-D; got {self.describe()}, "
+                "which is not "
                 "(power-law spectra need alpha > 1; WhiteNoise never is)."
             )
 

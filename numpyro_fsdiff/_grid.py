@@ -1,6 +1,8 @@
 """Periodic rectangular grids of point values, and resampling between them."""
 
 import functools
+import numbers
+import warnings
 
 import equinox as eqx
 import jax
@@ -9,6 +11,16 @@ import numpy as np
 
 from ._custom_types import Array, ArrayLike, BatchedField, Float, Int
 from ._validation import check_finite, check_positive
+
+
+def _is_int(n) -> bool:
+    """Whether `n` is an integer scalar (Python, numpy or a concrete integer array), not bool."""
+    if isinstance(n, bool) or isinstance(n, jax.core.Tracer):
+        return False
+    if isinstance(n, numbers.Integral):
+        return True
+    arr = np.asarray(n) if isinstance(n, (np.ndarray, jax.Array)) else None
+    return arr is not None and arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer)
 
 
 class Grid(eqx.Module):
@@ -41,9 +53,13 @@ class Grid(eqx.Module):
 
     def __init__(self, shape, lengths=(1.0, 1.0)):
         try:
-            shape = tuple(int(n) for n in shape)
+            items = tuple(shape)
         except TypeError:
             raise ValueError(f"`shape` must be a pair of ints (n1, n2); got {shape!r}.") from None
+        # Integers only (Python or numpy): 8.5 is refused, never truncated to 8.
+        if not all(_is_int(n) for n in items):
+            raise ValueError(f"`shape` must be a pair of ints (n1, n2); got {shape!r}.")
+        shape = tuple(int(n) for n in items)
         if len(shape) != 2 or any(n < 2 for n in shape):
             raise ValueError(f"`shape` must be two ints, each >= 2; got {shape!r}.")
         try:
@@ -149,7 +165,7 @@ def _area_average(u: Array, shape: tuple[int, int]) -> Array:
         n_in = out.shape[axis]
         if n_in % n_out != 0 or n_out > n_in:
             raise ValueError(
-                f"`method='area'` needs the output size to divide the input size; got "
+                f"`resampling='area'` needs the output size to divide the input size; got "
                 f"{n_in} -> {n_out} on axis {axis}."
             )
         f = n_in // n_out
@@ -171,11 +187,12 @@ def resample(
     u: ArrayLike,
     shape,
     *,
-    method: str = "spectral",
+    resampling: str = "spectral",
+    method: str | None = None,
 ) -> Float[Array, "*batch m1 m2"]:
     r"""Bring point values from one periodic grid to another of `shape`.
 
-    `method="spectral"` truncates (coarsening) or zero-pads (refining) the Fourier
+    `resampling="spectral"` truncates (coarsening) or zero-pads (refining) the Fourier
     coefficients, scaled so that point values are preserved: a function band-limited to the
     smaller grid keeps its values exactly, and `resample(resample(u, fine), coarse) == u`.
 
@@ -184,25 +201,36 @@ def resample(
     an even size adds the fine modes $+m/2$ and $-m/2$, which coincide at the coarse points.
     Frequencies beyond the coarse grid are dropped (no aliasing).
 
-    `method="area"` (coarsening by integer factors only) replaces each coarse value by the
+    `resampling="area"` (coarsening by integer factors only) replaces each coarse value by the
     average of the fine field over the coarse cell centred on it.
 
     **Arguments:**
 
     - `u`: the values, shape `(..., n1, n2)`; leading axes are batch axes.
     - `shape`: the target `(m1, m2)`, each >= 2.
-    - `method`: `"spectral"` or `"area"`.
+    - `resampling`: `"spectral"` or `"area"`.
+    - `method`: the old name of `resampling` (deprecated; a `DeprecationWarning`).
 
     **Returns:** an array of shape `(..., m1, m2)`.
+
+    **Raises:** `ValueError` naming `resampling` for another value, or `u` for NaN, inf or
+    fewer than two axes.
     """
+    if method is not None:
+        warnings.warn(
+            "`resample(..., method=)` is deprecated; use `resampling=`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        resampling = method
     target = Grid(shape).shape
     if jnp.ndim(u) < 2:
         raise ValueError(f"`u` must have at least two axes (..., n1, n2); got {jnp.shape(u)}.")
     u = check_finite("u", jnp.asarray(u))
-    if method == "area":
+    if resampling == "area":
         return _area_average(u, target)
-    if method != "spectral":
-        raise ValueError(f"`method` must be 'spectral' or 'area'; got {method!r}.")
+    if resampling != "spectral":
+        raise ValueError(f"`resampling` must be 'spectral' or 'area'; got {resampling!r}.")
     if u.shape[-2:] == target:
         return u
     return _spectral_resample(u, target)
@@ -225,3 +253,53 @@ def fourier_multiply(u: BatchedField, multiplier: Float[Array, "n1 n2"]) -> Batc
     n1, n2 = u.shape[-2:]
     half = multiplier[:, : n2 // 2 + 1]
     return jnp.fft.irfft2(half * jnp.fft.rfft2(u), s=(n1, n2)).astype(u.dtype)
+
+
+def band_mask(shape, cutoff: int) -> Float[Array, "n1 n2"]:
+    r"""The indicator of the box band $\{k : |k_1| \le K, |k_2| \le K\}$ on a grid of `shape`.
+
+    Laid out like `numpy.fft.fft2` output (integer wavenumbers of
+    [`Grid.wavenumbers`][numpyro_fsdiff.Grid.wavenumbers]); even in $k$, so
+    [`fourier_multiply`][numpyro_fsdiff.fourier_multiply] with it keeps fields real. On an
+    even axis with $n/2 \le K$ the Nyquist mode (which stands for $\pm n/2$) is inside.
+
+    **Arguments:**
+
+    - `shape`: the grid shape `(n1, n2)`.
+    - `cutoff`: the largest kept wavenumber $K \ge 0$ per axis.
+
+    **Returns:** a float array of zeros and ones, shape `(n1, n2)`.
+    """
+    if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Integral) or cutoff < 0:
+        raise ValueError(f"`cutoff` must be an int >= 0; got {cutoff!r}.")
+    axes = [np.abs(np.rint(np.fft.fftfreq(n, 1.0 / n))) <= cutoff for n in Grid(shape).shape]
+    return jnp.asarray(np.outer(*axes).astype(np.float32))
+
+
+def band_limit(u: BatchedField, cutoff: int) -> BatchedField:
+    r"""The spectral projection $P_K u = \sum_{|k_1|, |k_2| \le K} \hat u_k e_k$.
+
+    Computed with `jnp.fft` over the last two axes in $O(N \log N)$; a field band-limited to
+    $K$ is returned unchanged, and $P_K$ commutes with spectral
+    [`resample`][numpyro_fsdiff.resample] between grids that resolve $K$ ($n_i \ge 2K + 2$),
+    so $P_K u$ is the same function on all of them.
+
+    **Arguments:**
+
+    - `u`: values of shape `(..., n1, n2)`.
+    - `cutoff`: the largest kept wavenumber $K$ per axis (see
+      [`band_mask`][numpyro_fsdiff.band_mask]).
+
+    **Returns:** $P_K u$, the shape of `u`.
+    """
+    return fourier_multiply(u, band_mask(u.shape[-2:], cutoff).astype(u.dtype))
+
+
+def band_grid_shape(cutoff: int) -> tuple[int, int]:
+    r"""The smallest even grid `(2K + 2, 2K + 2)` that resolves the band $|k_i| \le K$.
+
+    Its Nyquist mode $K + 1$ lies outside the band, so every band-limited field is
+    represented exactly, with both signs of every kept wavenumber.
+    """
+    band_mask((2, 2), cutoff)  # validates `cutoff`
+    return (2 * int(cutoff) + 2, 2 * int(cutoff) + 2)

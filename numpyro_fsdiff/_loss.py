@@ -7,11 +7,46 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import Array, Field, Float, PRNGKeyArray, Scalar, ScalarLike
-from ._grid import Grid
+from ._grid import Grid, band_limit
 from ._sde import VPSDE
 
 NoisePredictor = Callable[[Field, Scalar], Field]
 """A network $\\varepsilon_\\theta(x, t)$ on one field that predicts the noise $\\eta$."""
+
+
+def network_cutoff(network) -> int | None:
+    """The band cutoff $K$ a network carries (`FNO(cutoff=K)`), or `None` for none."""
+    cutoff = getattr(network, "cutoff", None)
+    return None if cutoff is None else int(cutoff)
+
+
+def band_limited_noise(
+    predict: Callable[[Array], Array], x: Array, std: Array, cutoff: int | None
+) -> Array:
+    r"""The effective noise prediction of the band-limited construction,
+
+    $$\varepsilon_{\mathrm{eff}}(x, t) = P_K\, \varepsilon_\theta(P_K x, t)
+    + \sigma_t (I - P_K)\, x,$$
+
+    so that $S = -\varepsilon_{\mathrm{eff}}/\sigma_t = -x + P_K R_\theta$: the residual
+    $R = S + x$ vanishes on every mode above $K$, where the law is $N(0, Q)$ (see
+    docs/theory.md, "A measure on functions"). With `cutoff=None` it is
+    $\varepsilon_\theta(x, t)$ itself.
+
+    **Arguments:**
+
+    - `predict`: $x \mapsto \varepsilon_\theta(x, t)$ on fields of the shape of `x` (one field
+      or a batch, the times bound).
+    - `x`: the field(s), shape `(..., n1, n2)`.
+    - `std`: $\sigma_t$, broadcastable against `x`.
+    - `cutoff`: $K$, or `None`.
+
+    **Returns:** $\varepsilon_{\mathrm{eff}}$, the shape of `x`.
+    """
+    if cutoff is None:
+        return predict(x)
+    low = band_limit(x, cutoff)
+    return band_limit(predict(low), cutoff) + std * (x - low)
 
 
 class NoisePredictionScore(eqx.Module):
@@ -21,18 +56,33 @@ class NoisePredictionScore(eqx.Module):
     $S(x, t) = Q\nabla\log p_t(x) = -\mathbb{E}[\eta \mid X_t = x] / \sigma_t$, so a network
     trained to predict $\eta$ (see [`dsm_loss`][numpyro_fsdiff.dsm_loss]) yields the score.
 
+    With a band cutoff $K$ the score is band-limited (see
+    [`band_limited_noise`][numpyro_fsdiff.band_limited_noise]):
+    $S = -x + P_K R_\theta(P_K x, t)$, exactly $-x$ on the modes $|k_i| > K$, so the learned
+    law is (learned on the modes $\le K$) $\times\, N(0, Q)$ (on the rest) and its density
+    relative to $N(0, Q)$ is the same on every grid that resolves $K$.
+
     **Arguments:**
 
     - `network`: $\varepsilon_\theta$, callable on one field and a scalar time.
     - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE] that defines $\sigma_t$.
+    - `cutoff`: the band cutoff $K$ (an int), `None` for no band; by default the network's
+      own (`FNO(cutoff=K)` carries it, and so do its checkpoints), else `None`.
     """
 
     network: NoisePredictor
     sde: VPSDE
+    cutoff: int | None = eqx.field(static=True)
+
+    def __init__(self, network: NoisePredictor, sde: VPSDE, cutoff: int | None = None):
+        self.network = network
+        self.sde = sde
+        self.cutoff = network_cutoff(network) if cutoff is None else int(cutoff)
 
     def __call__(self, x: Field, t: ScalarLike) -> Field:
         _, std = self.sde.marginal_coefficients(t)
-        return -self.network(x, t) / std
+        eps = band_limited_noise(lambda y: self.network(y, t), x, std, self.cutoff)
+        return -eps / std
 
 
 def dsm_loss(
@@ -44,6 +94,7 @@ def dsm_loss(
     grid: Grid | None = None,
     t_eps: ScalarLike = 1e-3,
     batched: bool = False,
+    cutoff: int | None = None,
 ) -> Scalar:
     r"""The denoising score-matching loss with weight $w(t) = \sigma_t^2$ (noise prediction),
 
@@ -66,6 +117,16 @@ def dsm_loss(
     - `t_eps`: the smallest training time.
     - `batched`: evaluate the batch with the network's own `network.batched(xs, ts)` (equal
       to `jax.vmap(network)(xs, ts)`, often faster) instead of `jax.vmap`.
+    - `cutoff`: the band cutoff $K$ of the score (default the network's own, as for
+      [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore]); the prediction is then
+      $\varepsilon_{\mathrm{eff}}$ of [`band_limited_noise`][numpyro_fsdiff.band_limited_noise].
+
+    With a cutoff, the loss is still the full $\mathbb{E}\|\varepsilon_{\mathrm{eff}} -
+    \eta\|^2_{L^2(D)}$ of the score used for sampling, so numbers stay comparable with an
+    unconstrained network. Its part on the modes above $K$,
+    $\|(I - P_K)(\sigma_t m_t X_0 - m_t^2 \eta)\|^2$, does not depend on $\theta$ (it
+    gives no gradient); for data band-limited to $K$ its mean is
+    $\mathbb{E}_t[m_t^4] \sum_{|k_i| > K} \lambda_k$, zero on grids with no mode above $K$.
 
     **Returns:** the batch mean of the loss, a scalar.
     """
@@ -73,5 +134,11 @@ def dsm_loss(
     t = jax.random.uniform(time_key, x0.shape[:1], minval=t_eps, maxval=sde.T)
     xt, eta = sde.perturb(noise_key, x0, t, grid=grid)
     grid = grid if grid is not None else Grid(x0.shape[-2:])
-    prediction = network.batched(xt, t) if batched else jax.vmap(network)(xt, t)
+    cutoff = network_cutoff(network) if cutoff is None else int(cutoff)
+    _, std = sde.marginal_coefficients(t)
+
+    def predict(x):
+        return network.batched(x, t) if batched else jax.vmap(network)(x, t)
+
+    prediction = band_limited_noise(predict, xt, std[:, None, None], cutoff)
     return jnp.mean(grid.norm_squared(prediction - eta))

@@ -147,3 +147,12 @@ def test_sampling_is_practical_at_512():
 def test_bad_parameters_name_the_argument(make, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         make()
+
+
+def test_trace_class_error_prints_the_parameter_values():
+    with pytest.raises(ValueError, match=r"Matern\(alpha=1\.0, tau=3\.0, scale=2\.0\)"):
+        VPSDE(Matern(alpha=1.0, tau=3.0, scale=2.0))
+    text = Combined(Matern(2.0, 3.0), WhiteNoise(0.5)).describe()
+    assert text == (
+        "Combined(first=Matern(alpha=2.0, tau=3.0, scale=1.0), second=WhiteNoise(scale=0.5))"
+    )

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_fsdiff import Grid, fourier_multiply, resample
+from numpyro_fsdiff import Grid, band_grid_shape, band_limit, fourier_multiply, resample
 
 SHAPES = [(8, 8), (7, 9), (6, 11), (5, 4)]
 
@@ -43,10 +43,33 @@ def test_quadrature_inner_product_is_l2():
         np.testing.assert_allclose(grid.inner(jnp.ones(shape), jnp.ones(shape)), grid.area)
 
 
-@pytest.mark.parametrize("shape", [(1, 8), (8, 1), (8,), (0, 4)])
+@pytest.mark.parametrize("shape", [(1, 8), (8, 1), (8,), (0, 4), (8.5, 8), (8.0, 8), (True, 8)])
 def test_grid_rejects_bad_shape(shape):
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="`shape` must be"):
         Grid(shape)
+
+
+def test_grid_accepts_numpy_and_jax_integers():
+    assert Grid((np.int64(8), np.int32(6))).shape == (8, 6)
+    assert Grid(np.array([8, 6])).shape == (8, 6)
+    assert Grid(jnp.array([8, 6])).shape == (8, 6)
+    assert all(type(n) is int for n in Grid((np.int64(8), 6)).shape)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (9, 7)])
+def test_band_limit_is_the_box_projection(shape):
+    u = jax.random.normal(jax.random.key(0), shape)
+    k1, k2 = Grid(shape).wavenumbers()
+    keep = (jnp.abs(k1) <= 2) & (jnp.abs(k2) <= 2)
+    expected = jnp.fft.ifft2(jnp.where(keep, jnp.fft.fft2(u), 0)).real
+    np.testing.assert_allclose(band_limit(u, 2), expected, atol=1e-6)
+    np.testing.assert_allclose(band_limit(band_limit(u, 2), 2), band_limit(u, 2), atol=1e-6)
+    # Band-limited fields are the same function on every grid that resolves the band.
+    low = band_limit(u, 2)
+    fine = resample(low, band_grid_shape(2) if shape == (8, 8) else (18, 14))
+    np.testing.assert_allclose(band_limit(fine, 2), fine, atol=1e-5)
+    with pytest.raises(ValueError, match="`cutoff` must be"):
+        band_limit(u, -1)
 
 
 def test_grid_rejects_bad_lengths():
@@ -93,17 +116,17 @@ def test_coarsen_drops_unresolved_modes():
 
 def test_area_average():
     fine = jax.random.normal(jax.random.key(1), (2, 12, 12))
-    out = resample(fine, (4, 6), method="area")
+    out = resample(fine, (4, 6), resampling="area")
     assert out.shape == (2, 4, 6)
     # The mean is preserved exactly, and a constant stays constant.
     np.testing.assert_allclose(out.mean(axis=(-2, -1)), fine.mean(axis=(-2, -1)), atol=1e-5)
-    np.testing.assert_allclose(resample(jnp.full((9, 9), 2.5), (3, 3), method="area"), 2.5)
+    np.testing.assert_allclose(resample(jnp.full((9, 9), 2.5), (3, 3), resampling="area"), 2.5)
     # Odd factor 3: the coarse value at point 0 averages fine points -1, 0, 1 (periodic).
     row = jnp.arange(9.0)
-    col = resample(jnp.outer(row, jnp.ones(3)), (3, 3), method="area")[:, 0]
+    col = resample(jnp.outer(row, jnp.ones(3)), (3, 3), resampling="area")[:, 0]
     np.testing.assert_allclose(col, [(8 + 0 + 1) / 3, (2 + 3 + 4) / 3, (5 + 6 + 7) / 3], rtol=1e-6)
     with pytest.raises(ValueError, match="area"):
-        resample(fine, (5, 6), method="area")
+        resample(fine, (5, 6), resampling="area")
 
 
 def test_resample_errors():
@@ -113,8 +136,15 @@ def test_resample_errors():
         resample(jnp.ones(4), (4, 4))
     with pytest.raises(ValueError, match="shape"):
         resample(jnp.ones((4, 4)), (1, 4))
-    with pytest.raises(ValueError, match="method"):
-        resample(jnp.ones((4, 4)), (8, 8), method="bilinear")
+    with pytest.raises(ValueError, match="`resampling` must be"):
+        resample(jnp.ones((4, 4)), (8, 8), resampling="bilinear")
+
+
+def test_resample_method_keyword_deprecated():
+    fine = jax.random.normal(jax.random.key(1), (12, 12))
+    with pytest.warns(DeprecationWarning, match="resampling="):
+        old = resample(fine, (4, 4), method="area")
+    np.testing.assert_array_equal(old, resample(fine, (4, 4), resampling="area"))
 
 
 def test_resample_nan_inside_jit_raises():

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Field, Float, PRNGKeyArray, ScalarLike
-from .._grid import Grid
+from .._grid import Grid, _spectral_resample, band_grid_shape, band_limit
 from ._embedding import TimeEmbedding
 from ._spectral import SpectralConv2d
 
@@ -91,6 +91,16 @@ class FNO(eqx.Module):
     - `embedding_dim`: the (even) dimension of the time embedding.
     - `projection_dim`: the hidden channel count of the output projection.
     - `max_frequency`: the largest angular frequency of the sinusoidal time features.
+    - `cutoff`: `None` (the default: the network above, on the input's grid), or the band
+      cutoff $K$ of the resolution-consistent construction (docs/theory.md): the input is
+      projected onto the modes $|k_i| \le K$ and brought spectrally to the fixed grid
+      [`band_grid_shape`][numpyro_fsdiff.band_grid_shape]`(K)` $= (2K+2)^2$, the network runs
+      there, and its output is projected onto the same band and brought back to the input's
+      grid: $\varepsilon_\theta(x, t) = P_K\, \mathrm{FNO}(P_K x, t)$, the same function on
+      every grid with $n_i \ge 2K + 2$ (up to float rounding). Pair it with
+      [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore], which reads the cutoff
+      and sets the score to $-x$ above $K$. Choose $K = \lceil n/2 \rceil - 1$ for training
+      grid $n$ (13 for 28 x 28).
     - `key`: a PRNG key for the initial weights.
 
     Internally the batch is kept grid-major, `(n2, n1, batch, width)`, so that every
@@ -135,6 +145,7 @@ class FNO(eqx.Module):
     embedding_dim: int = eqx.field(static=True)
     projection_dim: int = eqx.field(static=True)
     max_frequency: float = eqx.field(static=True)
+    cutoff: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -145,6 +156,7 @@ class FNO(eqx.Module):
         embedding_dim: int = 64,
         projection_dim: int = 128,
         max_frequency: float = 1000.0,
+        cutoff: int | None = None,
         key: PRNGKeyArray,
     ):
         self.modes = check_int("modes", modes)
@@ -153,6 +165,7 @@ class FNO(eqx.Module):
         self.embedding_dim = check_int("embedding_dim", embedding_dim, 2)
         self.projection_dim = check_int("projection_dim", projection_dim)
         self.max_frequency = float(max_frequency)
+        self.cutoff = None if cutoff is None else check_int("cutoff", cutoff)
         keys = jax.random.split(key, 4 + 3 * depth)
         self.lift = Pointwise(5, width, key=keys[0])
         self.time_embedding = TimeEmbedding(
@@ -167,8 +180,11 @@ class FNO(eqx.Module):
 
     @property
     def config(self) -> dict:
-        """The constructor hyperparameters as a JSON-able dict: `FNO(**config, key=key)`."""
-        return {
+        """The constructor hyperparameters as a JSON-able dict: `FNO(**config, key=key)`.
+
+        `cutoff` appears only when set, so networks without it keep the earlier record.
+        """
+        config = {
             "modes": self.modes,
             "width": self.width,
             "depth": self.depth,
@@ -176,6 +192,9 @@ class FNO(eqx.Module):
             "projection_dim": self.projection_dim,
             "max_frequency": self.max_frequency,
         }
+        if self.cutoff is not None:
+            config["cutoff"] = self.cutoff
+        return config
 
     def batched(
         self, xs: Float[Array, "batch n1 n2"], ts: Float[Array, " batch"]
@@ -190,6 +209,16 @@ class FNO(eqx.Module):
         **Returns:** the predicted noise, shape `(batch, n1, n2)`.
         """
         check_inputs(xs, ts)
+        if self.cutoff is None:
+            return self._unbanded(xs, ts)
+        band = band_grid_shape(self.cutoff)
+        small = band_limit(_spectral_resample(xs, band), self.cutoff)
+        out = band_limit(self._unbanded(small, ts), self.cutoff)
+        return _spectral_resample(out, xs.shape[-2:])
+
+    def _unbanded(
+        self, xs: Float[Array, "batch n1 n2"], ts: Float[Array, " batch"]
+    ) -> Float[Array, "batch n1 n2"]:
         _, n1, n2 = xs.shape
         # Grid-major layout (n2, n1, batch, channels) throughout: every pointwise map is one
         # matrix product over the channels and every Fourier transform one over a leading

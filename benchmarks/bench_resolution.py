@@ -1,0 +1,301 @@
+"""Resolution consistency of a learned prior (issue #18): the targets, measured.
+
+1. Relative log-density $\\log(p/\\mu_Q)$ of held-out test images refined spectrally to 28,
+   56 and 112 (target: equal to 1e-3 relative). Probability-flow ODE, fixed steps, Hutchinson
+   divergence with grid-consistent probes: Rademacher probes drawn on 28 x 28 and refined
+   spectrally (scaled to unit variance per unitary coefficient), so every grid sees the same
+   probe function; the same probes for every model, so the numbers differ only by the model.
+   For a band-limited model these probes are unbiased for the divergence; for an
+   unconstrained one they miss the trace above the 28 x 28 band, so the unconstrained model
+   is also run with fresh Rademacher probes on each grid (unbiased; column `rademacher`).
+2. Radially averaged power spectrum of samples at 56 and 112 against the 28 samples on the
+   shared shells (|k| <= 13) and against Q's on the shells wholly outside the box
+   |k_i| <= 13 (|k| >= 19; z-scores from the sample size).
+3. Classifier Frechet distance at 28 x 28 and zero-shot at 56 / 112 area-averaged to 28, at
+   equal n, with the data-against-data floor (test images against training images); class
+   entropy of the predicted labels (max ln 10 = 2.303).
+
+    python benchmarks/bench_resolution.py --checkpoint mnist --num 1000 --steps 200 \
+        --out benchmarks/results/resolution_mnist
+
+Writes `<out>.json`, `<out>.md` and `<out>_spectrum.png`.
+"""
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import numpyro_fsdiff as fs
+from numpyro_fsdiff._classifier import classifier_features, load_classifier, predict
+from numpyro_fsdiff._io import write_text
+from numpyro_fsdiff._pretrained import PRETRAINED
+from numpyro_fsdiff.data import load
+from numpyro_fsdiff.metrics import frechet_distance
+
+BAND = 13  # the shells the 28 x 28 grid holds in both signs
+# Shells of rounded radius 14..18 mix modes inside the box |k_i| <= 13 (its corner reaches
+# 13 sqrt 2 = 18.4) with modes outside it; from 19 on every mode is outside.
+NEW_FROM = int(np.ceil(BAND * np.sqrt(2) + 0.5))
+
+
+def load_model(name: str):
+    if name in PRETRAINED:
+        return fs.pretrained(name), name
+    ckpt = fs.load_checkpoint(name)
+    return ckpt, ckpt.config.get("metadata", {}).get("dataset", "mnist")
+
+
+def draw(ckpt, n, num, steps, seed, batch_size):
+    grid = ckpt.grid((n, n))
+    params = inspect.signature(fs.sample).parameters
+    count = {"num_samples": num} if "num_samples" in params else {"num": num}
+    size = {"batch_size": batch_size} if "batch_size" in params else {"chunk_size": batch_size}
+    x, _ = fs.sample(
+        ckpt.model,
+        ckpt.sde,
+        grid,
+        key=jax.random.key(seed),
+        solver="euler",
+        steps=steps,
+        **count,
+        **size,
+    )
+    return np.asarray(x)
+
+
+def refined_probes(num_probes: int, shape, seed: int) -> jnp.ndarray:
+    """Rademacher probes on 28 x 28 refined spectrally to `shape`, unit unitary variance."""
+    base = jax.random.rademacher(jax.random.key(seed), (num_probes, 28, 28), dtype=jnp.float32)
+    scale = np.sqrt(28 * 28 / (shape[0] * shape[1]))
+    return fs.resample(base, shape) * scale
+
+
+def relative_densities(ckpt, x28, resolutions, ode_steps, num_probes, seed, probes_kind):
+    out = {}
+    for n in resolutions:
+        grid = ckpt.grid((n, n))
+        if probes_kind == "refined":
+            probes = refined_probes(num_probes, (n, n), seed)
+        else:
+            probes = jax.random.rademacher(
+                jax.random.key(seed + n), (num_probes, n, n), dtype=jnp.float32
+            )
+        prior = fs.DiffusionPrior(
+            ckpt.model,
+            ckpt.sde,
+            grid,
+            solver="heun",
+            steps=ode_steps,
+            divergence=fs.HutchinsonDivergence(probes),
+        )
+        x = fs.resample(jnp.asarray(x28), (n, n))
+        tick = time.perf_counter()
+        values = np.asarray(jax.jit(jax.vmap(prior.log_prob_relative))(x))
+        out[str(n)] = dict(values=values.tolist(), seconds=time.perf_counter() - tick)
+    return out
+
+
+def spectrum_table(samples: dict, covariance):
+    r28, p28, s28 = fs.radial_power_spectrum(samples[28])
+    rows = {}
+    for n, xs in samples.items():
+        if n == 28:
+            continue
+        r, p, s = fs.radial_power_spectrum(xs)
+        shared = [(i, np.where(r28 == ri)[0][0]) for i, ri in enumerate(r) if 1 <= ri <= BAND]
+        z_shared = [(p[i] - p28[j]) / np.hypot(s[i], s28[j]) for i, j in shared]
+        ratio_shared = [p[i] / p28[j] for i, j in shared]
+        rq, pq = fs.covariance_power_spectrum(covariance, (n, n))
+        new = [i for i, ri in enumerate(r) if NEW_FROM <= ri < n // 2]
+        z_new = [(p[i] - pq[i]) / s[i] for i in new]
+        ratio_new = [p[i] / pq[i] for i in new]
+        high = np.asarray(xs - fs.band_limit(jnp.asarray(xs), BAND))
+        rows[str(n)] = dict(
+            # The pixel std (u = (x + 1)/2 in [0, 1]) of the part above |k_i| = 13.
+            high_pixel_std=float(0.5 * high.std()),
+            shared_ratio_median=float(np.median(ratio_shared)),
+            shared_abs_z_max=float(np.max(np.abs(z_shared))),
+            shared_abs_z_median=float(np.median(np.abs(z_shared))),
+            new_ratio_median=float(np.median(ratio_new)),
+            new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
+            new_abs_z_median=float(np.median(np.abs(z_new))),
+        )
+    return rows
+
+
+def quality(samples: dict, ckpt, dataset, test_pixels, train_pixels):
+    clf = load_classifier(dataset)
+    num = min(len(v) for v in samples.values())
+    ref = classifier_features(clf, jnp.asarray(test_pixels[:num]))
+    floor = frechet_distance(classifier_features(clf, jnp.asarray(train_pixels[:num])), ref)
+    out = {"floor": floor, "num": num}
+    for n, xs in samples.items():
+        x28 = (
+            xs if n == 28 else np.asarray(fs.resample(jnp.asarray(xs), (28, 28), resampling="area"))
+        )
+        pixels = ckpt.to_pixels(jnp.asarray(x28[:num]))
+        fd = frechet_distance(classifier_features(clf, pixels), ref)
+        counts = np.bincount(np.asarray(predict(clf, pixels)), minlength=10) / num
+        entropy = float(-np.sum(counts[counts > 0] * np.log(counts[counts > 0])))
+        out[str(n)] = dict(frechet=fd, ratio_to_floor=fd / floor, class_entropy=entropy)
+    for n in ("56", "112"):
+        if n in out and "28" in out:
+            out[n]["ratio_to_28"] = out[n]["frechet"] / out["28"]["frechet"]
+    return out
+
+
+def markdown(result) -> str:
+    lines = [
+        f"# Resolution consistency: `{result['checkpoint']}`",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Backend: {result['backend']}; cutoff: {result['cutoff']}; Q = {result['covariance']}; "
+        f"wall time {result['wall_time_s']:.0f} s.",
+        "",
+        "## Relative log-density of held-out test images, refined spectrally",
+        "",
+        f"{result['num_density']} test images, probability-flow ODE ({result['ode_steps']} "
+        f"Heun steps), Hutchinson divergence with {result['num_probes']} probes.",
+        "",
+        "| probes | grid | mean log(p/mu_Q) | max rel. diff. to 28 |",
+        "|---|---|---|---|",
+    ]
+    for kind, table in result["log_prob_relative"].items():
+        base = np.asarray(table["28"]["values"])
+        for n, entry in table.items():
+            v = np.asarray(entry["values"])
+            rel = np.max(np.abs(v - base) / np.abs(base))
+            lines.append(f"| {kind} | {n} | {v.mean():.4g} | {rel:.2e} |")
+    lines += [
+        "",
+        "## Power spectrum of samples (radially averaged)",
+        "",
+        f"{result['num']} samples per grid, reverse SDE ({result['steps']} Euler-Maruyama steps).",
+        f"Shared shells 1..{BAND} against the 28 x 28 samples; new shells "
+        f"{NEW_FROM}..n/2-1 (every mode outside the box |k_i| <= {BAND}) against N(0, Q). "
+        "z: difference over its standard error from the sample size.",
+        "",
+        "| grid | shared: median ratio | shared: median / max abs z | new: median ratio to Q "
+        "| new: ratio range | new: median abs z | pixel std above K |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, row in result["spectrum"].items():
+        lines.append(
+            f"| {n} | {row['shared_ratio_median']:.3f} | {row['shared_abs_z_median']:.2f} / "
+            f"{row['shared_abs_z_max']:.2f} | {row['new_ratio_median']:.3g} | "
+            f"{row['new_ratio_range'][0]:.3g}-{row['new_ratio_range'][1]:.3g} | "
+            f"{row['new_abs_z_median']:.2f} | {row['high_pixel_std']:.4f} |"
+        )
+    q = result["quality"]
+    lines += [
+        "",
+        "## Sample quality on the classifier features (56 and 112 area-averaged to 28)",
+        "",
+        f"n = {q['num']}; data-against-data floor (test vs training images): {q['floor']:.2f}.",
+        "",
+        "| grid | Frechet | / floor | / Frechet at 28 | class entropy |",
+        "|---|---|---|---|---|",
+    ]
+    for n in ("28", "56", "112"):
+        if n in q:
+            r = q[n]
+            lines.append(
+                f"| {n} | {r['frechet']:.2f} | {r['ratio_to_floor']:.2f} | "
+                f"{r.get('ratio_to_28', 1.0):.3f} | {r['class_entropy']:.3f} |"
+            )
+    lines += ["", f"![spectrum]({result['spectrum_png']})", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default="mnist", help="a pretrained name or a folder")
+    p.add_argument("--num", type=int, default=1000, help="samples per grid")
+    p.add_argument("--steps", type=int, default=200, help="Euler-Maruyama steps")
+    p.add_argument("--num-density", type=int, default=8, help="test images for log-densities")
+    p.add_argument("--ode-steps", type=int, default=32)
+    p.add_argument("--num-probes", type=int, default=4)
+    p.add_argument("--resolutions", default="28,56,112")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output path without extension")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    ckpt, dataset = load_model(args.checkpoint)
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    test = load(dataset, "test", args.data_root).images
+    train = load(dataset, "train", args.data_root).images
+    x_test = np.asarray(ckpt.from_pixels(jnp.asarray(test[: args.num_density])))
+    kinds = ["refined"] + (["rademacher"] if ckpt.model.cutoff is None else [])
+    densities = {
+        kind: relative_densities(
+            ckpt, x_test, resolutions, args.ode_steps, args.num_probes, args.seed, kind
+        )
+        for kind in kinds
+    }
+    print(
+        json.dumps(
+            {k: {n: np.mean(v["values"]) for n, v in t.items()} for k, t in densities.items()}
+        ),
+        flush=True,
+    )
+    samples, sample_seconds = {}, {}
+    for n in resolutions:
+        tick = time.perf_counter()
+        samples[n] = draw(ckpt, n, args.num, args.steps, args.seed + 1, args.batch_size)
+        sample_seconds[str(n)] = time.perf_counter() - tick
+        print(f"sampled {args.num} at {n}x{n} in {sample_seconds[str(n)]:.1f} s", flush=True)
+    spectrum = spectrum_table(samples, ckpt.covariance)
+    qual = quality(samples, ckpt, dataset, test, train)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_name(out.name + "_spectrum.png")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = fs.plot_power_spectra(
+        {f"{n} x {n}": xs for n, xs in samples.items()},
+        covariance=ckpt.covariance,
+        cutoff=ckpt.model.cutoff,
+    )
+    ax.set_title(f"{Path(args.checkpoint).name}: radially averaged power of samples", fontsize=9)
+    ax.figure.tight_layout()
+    ax.figure.savefig(png, dpi=120)
+    plt.close(ax.figure)
+    result = dict(
+        checkpoint=args.checkpoint,
+        command="python benchmarks/bench_resolution.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        backend=jax.default_backend(),
+        cutoff=ckpt.model.cutoff,
+        covariance=ckpt.covariance.describe(),
+        num=args.num,
+        steps=args.steps,
+        num_density=args.num_density,
+        ode_steps=args.ode_steps,
+        num_probes=args.num_probes,
+        log_prob_relative=densities,
+        spectrum=spectrum,
+        quality=qual,
+        sample_seconds=sample_seconds,
+        spectrum_png=png.name,
+        wall_time_s=time.perf_counter() - start,
+    )
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
+    write_text(out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

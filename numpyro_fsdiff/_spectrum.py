@@ -1,0 +1,99 @@
+r"""Radially averaged power spectra of fields, grid-independent, and their plot."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._covariance import AbstractCovariance
+from ._custom_types import ArrayLike, Float
+from ._grid import Grid
+from ._validation import check_data
+
+
+def radial_power_spectrum(
+    xs: Float[ArrayLike, "num n1 n2"], lengths=(1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The radially averaged power $P(r) = \operatorname{mean}_{|k| \in [r - 1/2, r + 1/2)}
+    \mathbb{E}|c_k|^2$ of the Fourier coefficients $c_k = \frac{1}{N}\sum_j u(x_j)
+    e^{-2\pi i k \cdot x_j}$ of fields $u$.
+
+    The coefficients are those of the function (they do not change when a band-limited field
+    is refined spectrally), so spectra from different grids agree on their shared modes; for
+    $u \sim N(0, Q)$, $\mathbb{E}|c_k|^2 = \lambda_k / |D|$ (see
+    [`covariance_power_spectrum`][numpyro_fsdiff.covariance_power_spectrum]).
+
+    **Arguments:**
+
+    - `xs`: fields of shape `(num, n1, n2)`, `num >= 2`.
+    - `lengths`: the domain's side lengths (wavenumbers are integers on it).
+
+    **Returns:** `(radii, power, stderr)`: integer shell radii, the mean power per shell and
+    its standard error over the fields (each field's shell mean one draw).
+    """
+    xs = np.asarray(check_data("xs", xs, ndim=3))
+    if xs.shape[0] < 2:
+        raise ValueError(f"`xs` must hold at least 2 fields; got shape {xs.shape}.")
+    grid = Grid(xs.shape[-2:], lengths)
+    power = np.abs(np.fft.fft2(xs)) ** 2 / grid.size**2
+    k1, k2 = np.asarray(grid.wavenumbers())
+    radius = np.rint(np.sqrt(k1**2 + k2**2)).astype(int)
+    radii = np.unique(radius)
+    per_field = np.stack([power[:, radius == r].mean(-1) for r in radii], -1)
+    stderr = per_field.std(0, ddof=1) / np.sqrt(xs.shape[0])
+    return radii, per_field.mean(0), stderr
+
+
+def covariance_power_spectrum(
+    covariance: AbstractCovariance, shape, lengths=(1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""$\lambda_k/|D|$ of $N(0, Q)$, averaged over the shells of
+    [`radial_power_spectrum`][numpyro_fsdiff.radial_power_spectrum] on a grid of `shape`.
+
+    **Returns:** `(radii, power)`.
+    """
+    grid = Grid(shape, lengths)
+    lam = np.asarray(covariance.eigenvalues(grid)) / grid.area
+    lam = lam / np.asarray(grid.nyquist_multiplicity())  # per wavenumber, not per grid mode
+    k1, k2 = np.asarray(grid.wavenumbers())
+    radius = np.rint(np.sqrt(k1**2 + k2**2)).astype(int)
+    radii = np.unique(radius)
+    return radii, np.array([lam[radius == r].mean() for r in radii])
+
+
+def plot_power_spectra(
+    spectra: dict, *, covariance: AbstractCovariance | None = None, cutoff=None, ax=None
+):
+    r"""Plot radially averaged power spectra (log scale) on one axis: the figure of the
+    resolution benchmark and the demo.
+
+    **Arguments:**
+
+    - `spectra`: `{label: fields (num, n1, n2)}` or `{label: (radii, power, stderr)}`.
+    - `covariance`: also draw $Q$'s spectrum on the finest grid given.
+    - `cutoff`: draw a vertical line at the band cutoff $K$.
+    - `ax`: a matplotlib axis (a new figure if `None`).
+
+    **Returns:** the matplotlib axis.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    finest = None
+    for label, value in spectra.items():
+        if not isinstance(value, tuple):
+            value = jnp.asarray(value)
+            finest = value.shape[-2:] if finest is None or value.shape[-1] > finest[-1] else finest
+            value = radial_power_spectrum(value)
+        radii, power, stderr = value
+        keep = radii > 0
+        ax.errorbar(radii[keep], power[keep], yerr=2 * stderr[keep], label=label, lw=1, ms=2)
+    if covariance is not None and finest is not None:
+        radii, power = covariance_power_spectrum(covariance, finest)
+        ax.plot(radii[radii > 0], power[radii > 0], "k--", lw=1, label="N(0, Q)")
+    if cutoff is not None:
+        ax.axvline(cutoff, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("|k|")
+    ax.set_ylabel("power E|c_k|^2")
+    ax.legend(fontsize=7)
+    return ax

@@ -1,0 +1,199 @@
+"""The band-limited construction: a learned law that is a measure on functions (issue #18)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import numpyro_fsdiff as fs
+from numpyro_fsdiff._checkpoint import save_checkpoint
+from numpyro_fsdiff._sample import sample_one
+from numpyro_fsdiff.covariance import Matern
+from numpyro_fsdiff.nn import FNO
+
+Q = Matern(2.0, 3.0, 4.0)
+C = Matern(3.0, 3.0, 8.0)  # not equivalent to Q: the unconstrained law has no limit
+K = 3
+
+
+class GaussianNoise(eqx.Module):
+    """The exact noise predictor of data N(0, C) on any grid: sigma q / (m^2 c + sigma^2 q)."""
+
+    data_covariance: Matern
+    sde: fs.VPSDE
+
+    def __call__(self, x, t):
+        grid = fs.Grid(x.shape[-2:])
+        mean, std = self.sde.marginal_coefficients(t)
+        c = self.data_covariance.eigenvalues(grid)
+        q = self.sde.covariance.eigenvalues(grid)
+        return std * fs.fourier_multiply(x, q / (mean**2 * c + std**2 * q))
+
+
+def gaussian_score(cutoff):
+    sde = fs.VPSDE(Q)
+    return fs.NoisePredictionScore(GaussianNoise(C, sde), sde, cutoff=cutoff), sde
+
+
+def test_fno_with_cutoff_is_the_same_function_on_every_grid():
+    net = FNO(modes=3, width=4, depth=1, cutoff=K, key=jax.random.key(0))
+    sde = fs.VPSDE(Q)
+    score = fs.NoisePredictionScore(net, sde)
+    assert score.cutoff == K and net.config["cutoff"] == K
+    assert fs.band_grid_shape(K) == (8, 8)
+    base = fs.band_limit(jax.random.normal(jax.random.key(1), (8, 8)), K)
+    ref = score(base, 0.4)
+    for n in (8, 20):
+        x = fs.resample(base, (n, n))
+        out = score(x, 0.4)
+        # Above K the score is exactly -x; on the band it is one function of the band.
+        np.testing.assert_allclose(fs.band_limit(out + x, K), out + x, atol=1e-5)
+        np.testing.assert_allclose(fs.resample(out, (8, 8)), ref, atol=1e-5)
+    # High modes of the input do not reach the learned part.
+    x = fs.resample(base, (16, 16)) + 0.5 * jnp.cos(2 * jnp.pi * 6 * fs.Grid((16, 16)).coords()[0])
+    np.testing.assert_allclose(
+        fs.band_limit(score(x, 0.4), K), fs.resample(ref, (16, 16)), atol=1e-5
+    )
+    # Without a cutoff the FNO keeps its earlier config and the score is -eps / sigma.
+    plain = FNO(modes=3, width=4, depth=1, key=jax.random.key(0))
+    assert "cutoff" not in plain.config
+    plain_score = fs.NoisePredictionScore(plain, sde)
+    assert plain_score.cutoff is None
+    _, std = sde.marginal_coefficients(0.4)
+    np.testing.assert_array_equal(plain_score(x, 0.4), -plain(x, 0.4) / std)
+
+
+def test_dsm_loss_with_cutoff_adds_a_theta_free_high_mode_term():
+    net = FNO(modes=3, width=4, depth=1, cutoff=K, key=jax.random.key(0))
+    sde = fs.VPSDE(Q)
+    x0 = fs.resample(fs.band_limit(C.sample(jax.random.key(1), fs.Grid((8, 8)), (6,)), K), (16, 16))
+    key = jax.random.key(2)
+    loss = fs.dsm_loss(net, sde, x0, key)
+    # By hand: eps_eff = P_K eps(P_K x_t) + sigma_t (I - P_K) x_t.
+    t_key, n_key = jax.random.split(key)
+    t = jax.random.uniform(t_key, (6,), minval=1e-3, maxval=1.0)
+    xt, eta = sde.perturb(n_key, x0, t)
+    _, std = sde.marginal_coefficients(t)
+    low = fs.band_limit(xt, K)
+    eff = jax.vmap(net)(low, t) + std[:, None, None] * (xt - low)
+    grid = fs.Grid((16, 16))
+    np.testing.assert_allclose(loss, jnp.mean(grid.norm_squared(eff - eta)), rtol=1e-5)
+
+    # The high-mode part has no gradient.
+    def high(n):
+        return jnp.mean(grid.norm_squared((eff - eta) - fs.band_limit(eff - eta, K)))
+
+    assert float(high(net)) > 0
+    grads = eqx.filter_grad(lambda n: fs.dsm_loss(n, sde, x0, key))(net)
+    grads_low = eqx.filter_grad(
+        lambda n: jnp.mean(grid.norm_squared(fs.band_limit(jax.vmap(n)(low, t) - eta, K)))
+    )(net)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_low)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _shell_ratios(xs, covariance, grid, mask):
+    """Mean |x_k|^2 / lambda_k per radial shell of the modes in `mask`, with its standard error."""
+    power = jnp.abs(jnp.fft.fft2(xs, norm="ortho")) ** 2 / covariance.pixel_eigenvalues(grid)
+    k1, k2 = grid.wavenumbers()
+    radius = np.asarray(jnp.rint(jnp.sqrt(k1**2 + k2**2))).astype(int)
+    out = []
+    for r in np.unique(radius[np.asarray(mask) > 0]):
+        sel = (radius == r) & (np.asarray(mask) > 0)
+        values = np.asarray(power)[:, sel]
+        # Conjugate modes are equal: about half the modes are independent.
+        se = values.std() / np.sqrt(values.shape[0] * max(1, sel.sum() // 2))
+        out.append((r, values.mean(), se))
+    return out
+
+
+def _draw(score, sde, grid, method, steps, num):
+    keys = jax.random.split(jax.random.key(3), num)
+
+    def draw(k):
+        return sample_one(score, sde, grid, key=k, method=method, steps=steps, denoise=False)
+
+    return jax.jit(jax.vmap(lambda k: draw(k)[0]))(keys)
+
+
+@pytest.mark.parametrize(
+    "method,steps,num", [("ode", 8, 128), pytest.param("sde", 500, 64, marks=pytest.mark.slow)]
+)
+def test_high_modes_of_samples_at_64_are_those_of_q(method, steps, num):
+    grid = fs.Grid((64, 64))
+    score, sde = gaussian_score(K)
+    xs = _draw(score, sde, grid, method, steps, num)
+    high = 1 - fs.band_mask(grid.shape, K)
+    for r, mean, se in _shell_ratios(xs, Q, grid, high):
+        assert abs(mean - 1) < 5 * se, (r, mean, se)
+    # Without the construction the same modes follow C, far from Q (the test can fail).
+    plain, _ = gaussian_score(None)
+    xs_plain = _draw(plain, sde, grid, "ode", steps, 16)
+    shells = _shell_ratios(xs_plain, Q, grid, high)
+    # (Shells below 16: above them 8 fixed steps do not resolve the stiff unconstrained flow.)
+    assert all(mean < 0.1 for r, mean, se in shells if r < 16)
+
+
+def _closed_form_log_ratio(x, cutoff):
+    """log N(x; C on the band, Q above) - log N(x; Q), summed over the band's modes."""
+    grid = fs.Grid(x.shape)
+    xk = jnp.abs(jnp.fft.fft2(x, norm="ortho")) ** 2
+    c, q = C.pixel_eigenvalues(grid), Q.pixel_eigenvalues(grid)
+    band = fs.band_mask(grid.shape, cutoff)
+    return jnp.sum(band * (-0.5 * xk * (1 / c - 1 / q) - 0.5 * jnp.log(c / q)))
+
+
+def test_relative_density_is_the_same_on_three_grids(x64):
+    base = fs.band_limit(C.sample(jax.random.key(4), fs.Grid((8, 8))), K)
+    values, plain_values = [], []
+    for n in (8, 12, 16):
+        grid = fs.Grid((n, n))
+        x = fs.resample(base, (n, n))
+        for cutoff, out in ((K, values), (None, plain_values)):
+            score, sde = gaussian_score(cutoff)
+            prior = fs.DiffusionPrior(score, sde, grid, solver="tsit5", steps=24)
+            out.append(float(prior.log_prob_relative(x)))
+    expected = float(_closed_form_log_ratio(base, K))
+    np.testing.assert_allclose(values, values[0], rtol=1e-9)
+    np.testing.assert_allclose(values[0], expected, rtol=1e-3)
+    # Without the construction the number changes with the grid.
+    assert abs(plain_values[2] - plain_values[0]) > 10 * abs(plain_values[0]) * 1e-3
+
+
+def test_shipped_checkpoints_load_and_behave_as_before(tmp_path):
+    ckpt = fs.pretrained("mnist")
+    assert "cutoff" not in ckpt.config["network"]["config"]
+    score = ckpt.model
+    assert score.cutoff is None and ckpt.network.cutoff is None
+    x = fs.resample(jax.random.normal(jax.random.key(5), (14, 14)), (20, 20))
+    _, std = ckpt.sde.marginal_coefficients(0.3)
+    np.testing.assert_array_equal(score(x, 0.3), -ckpt.network(x, 0.3) / std)
+    # A network with a cutoff keeps it through a checkpoint, and so does its score.
+    net = FNO(modes=3, width=4, depth=1, cutoff=K, key=jax.random.key(0))
+    save_checkpoint(tmp_path / "run", net, ckpt.sde)
+    loaded = fs.load_checkpoint(tmp_path / "run")
+    assert loaded.config["network"]["config"]["cutoff"] == K and loaded.model.cutoff == K
+    np.testing.assert_allclose(loaded.model(x, 0.3), fs.NoisePredictionScore(net, ckpt.sde)(x, 0.3))
+
+
+def test_train_keeps_the_cutoff_through_its_checkpoint(tmp_path):
+    sde = fs.VPSDE(Q)
+    data = fs.band_limit(C.sample(jax.random.key(6), fs.Grid((8, 8)), (16,)), K)
+    net = FNO(modes=2, width=4, depth=1, cutoff=K, key=jax.random.key(7))
+    result = fs.train(
+        net, sde, data, [(8, 2)], batch_size=4, progress=False, checkpoint_dir=tmp_path
+    )
+    assert result.network.cutoff == K and bool(jnp.all(jnp.isfinite(result.losses)))
+    loaded = fs.load_checkpoint(tmp_path)
+    assert loaded.model.cutoff == K
+    x = fs.resample(data[0], (16, 16))
+    np.testing.assert_allclose(
+        loaded.model(x, 0.5), fs.NoisePredictionScore(result.network, sde)(x, 0.5), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("cutoff", [0, -3, True])
+def test_fno_rejects_a_bad_cutoff(cutoff):
+    with pytest.raises(ValueError, match="`cutoff` must be"):
+        FNO(modes=2, width=4, depth=1, cutoff=cutoff, key=jax.random.key(0))
