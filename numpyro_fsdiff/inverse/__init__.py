@@ -25,6 +25,9 @@ from ._posterior import Posterior as Posterior
 from ._posterior import gaussian_posterior as gaussian_posterior
 from ._posterior import guided_score as guided_score
 from ._posterior import posterior as posterior
+from ._smc import SMC as SMC
+from ._smc import GaussianLikelihood as GaussianLikelihood
+from ._smc import SMCResult as SMCResult
 from ._tasks import SAMPLERS as SAMPLERS
 from ._tasks import TASKS as TASKS
 from ._tasks import run_task as run_task
