@@ -162,12 +162,29 @@ class SMC(eqx.Module):
     consistent: weighted averages converge to $\pi$-expectations, and $\hat Z$ is unbiased
     for $Z$, as `num_particles` grows, for any twist.
 
-    **Twist.** $\tilde p_t(y \mid x_t) = p\big(y \mid \hat x_0(x_t)\big)$ with Tweedie's
-    denoised estimate $\hat x_0(x_t) = (x_t + \sigma_t^2 S(x_t, t))/m_t$; for
-    [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] that is
-    $N(y; A\hat x_0(x_t), \sigma^2 I)$, the noise variance alone (the choice of Wu et al.;
-    it ignores the spread of $X_0$ given $x_t$, which only costs efficiency: the weights
-    correct for it).
+    **Twist.** For any log-likelihood $\ell$, $\log\tilde p_t(y \mid x_t) =
+    \ell\big(\hat x_0(x_t)\big)$ with Tweedie's denoised estimate $\hat x_0(x_t) = (x_t +
+    \sigma_t^2 S(x_t, t))/m_t$ (the choice of Wu et al.). For a
+    [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] the twist also
+    carries the spread of $X_0$ given $x_t$:
+
+    $$\tilde p_t(y \mid x_t) = N\Big(y;\ A\hat x_0(x_t),\ \sigma^2 I + \kappa\,
+    \frac{\sigma_t^2}{m_t^2}\, A Q_{\mathrm{pix}} A^\top\Big),$$
+
+    with $\kappa$ = `twist_variance` (1 by default; 0 gives Wu et al.'s $N(y; A\hat x_0,
+    \sigma^2 I)$). $(\sigma_t^2/m_t^2) Q_{\mathrm{pix}}$ is the covariance of $X_0$ given
+    $x_t$ under a flat prior, the limit that the exact $\sigma_t^2 C Q/(m_t^2 C + \sigma_t^2
+    Q)$ of Gaussian data $N(0, C)$ reaches as $t \to 0$, where the weights degenerate
+    otherwise; it also keeps the guided Euler step stable at small $\sigma$ (its stiffness
+    $\beta h \lVert Q^{1/2} J^\top A^\top \Gamma_t^{-1} A J Q^{1/2}\rVert$ stays below about
+    $\beta h\, m_t^2/\sigma_t^2$). The covariance $A Q_{\mathrm{pix}} A^\top$ is built densely
+    and diagonalised once per run for data of up to `DENSE_TWIST_MAX` = 4096 values; above
+    that it is replaced by $\lambda_{\max}(Q_{\mathrm{pix}})\, I$. On an 8 x 8 deblurring
+    problem at $\sigma = 0.1$ (256 particles, 100 steps), $\kappa = 0$ diverges (the
+    guided step is unstable), the scalar $\lambda_{\max}$ version underestimates the
+    posterior standard deviation by 24% (ratio 0.76, 8.5 standard errors), and this twist
+    is within the tests' tolerances (ratio 0.99). Whatever the twist, the weights make the
+    sampler exact as the particle count grows; the twist only sets its efficiency.
 
     **Proposal.** One Euler-Maruyama step of the reverse SDE from $t$ to $s = t - h$, with
     the score shifted by the $Q$-preconditioned gradient of the twist,
@@ -218,6 +235,7 @@ class SMC(eqx.Module):
     - `resampler`: `"systematic"` (default), `"stratified"` or `"multinomial"`.
     - `t_eps`: the final time $t_\varepsilon$.
     - `batch_size`: how many particles are propagated together (vectorised) at a time.
+    - `twist_variance`: $\kappa \ge 0$ of the Gaussian twist above.
 
     !!! example
 
