@@ -126,7 +126,7 @@ def task_row(args, sampler, dataset, resolution, task, image):
     }
 
 
-def render(paths, command):
+def render(paths):
     rows = []
     for path in paths:
         rows += json.loads(Path(path).read_text())
@@ -156,7 +156,7 @@ def render(paths, command):
             f"{mean(rs, 'num_distinct_ancestors', 1)} |"
         )
     text = "\n".join(lines)
-    return text + f"\n\nMeans over images (wall time and score evaluations: medians). `{command}`\n"
+    return text + "\n\nMeans over images (wall time and score evaluations: medians).\n"
 
 
 def main(argv=None):
@@ -179,7 +179,7 @@ def main(argv=None):
     parser.add_argument("--render", nargs="*", help="only render these JSON files")
     args = parser.parse_args(argv)
     if args.render is not None:
-        print(render(args.render or [args.out], "see benchmarks/results/smc.md"))
+        print(render(args.render or [args.out]))
         return
     rows = []
     for dataset in args.datasets:

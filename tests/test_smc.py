@@ -303,3 +303,47 @@ def test_sharded_particles_give_the_unsharded_draws_on_four_devices():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "OK" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured miscalibration: with 32 particles and 25 steps at 16 x 16 the learned "
+    "MNIST prior's population degenerates to one ancestor at the last step (final ESS 1), so "
+    "the truth's ranks pile up at 0 and 1 (benchmarks/results/smc_sbc.md)",
+)
+def test_simulation_based_calibration_with_the_mnist_prior():
+    from scipy import stats
+
+    ckpt = fsd.pretrained("mnist")
+    grid = ckpt.grid((16, 16))
+    operator, sigma, replications, steps = GaussianBlur(1.5 / 28), 0.1, 20, 25
+    truths, _ = fsd.sample(
+        ckpt.model,
+        ckpt.sde,
+        grid,
+        jax.random.key(0),
+        replications,
+        method="sde",
+        solver="euler",
+        steps=steps,
+        denoise=False,
+    )
+    sampler = SMC(ckpt.model, ckpt.sde, num_particles=32, steps=steps)
+
+    def summary(x):  # two point values, the mean and the L2 norm
+        return jnp.stack(
+            [x[..., 4, 4], x[..., 8, 8], jnp.mean(x, (-2, -1)), jnp.sqrt(jnp.mean(x**2, (-2, -1)))],
+            axis=-1,
+        )
+
+    ranks = []
+    for r in range(replications):
+        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(1), r))
+        y = operator(truths[r], grid) + sigma * jax.random.normal(key_noise, grid.shape)
+        out = sampler.run(GaussianLikelihood(y, operator, grid, sigma), grid, key=key_smc)
+        ranks.append(np.asarray(out.weights @ (summary(out.particles) < summary(truths[r]))))
+    ranks = np.array(ranks)
+    for j in range(ranks.shape[1]):  # 4 bins of 5 expected: chi-square with 3 dof
+        counts = np.histogram(ranks[:, j], bins=4, range=(0, 1))[0]
+        assert stats.chisquare(counts).pvalue > 0.001, (j, counts)
