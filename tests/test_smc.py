@@ -188,7 +188,7 @@ def test_numpyro_model_gives_the_operator_path_draws(x64):
         numpyro.sample("y", dist.Normal(operator(x, grid), sigma).to_event(2), obs=y)
 
     # twist_variance=0: the twist of both paths is the likelihood at Tweedie's estimate.
-    options = dict(num_particles=32, steps=20, twist_variance=0.0)
+    options = dict(num_particles=32, steps=20, twist_variance=0.0, exact_last_step=False)
     name, from_model = SMC(None, None, **options).run_model(model, y, key=jax.random.key(7))
     direct = SMC(prior.score, prior.sde, **options).run_linear(
         y, operator, grid, GaussianNoise(sigma), key=jax.random.key(7)
@@ -233,7 +233,7 @@ def test_any_differentiable_likelihood_matches_the_gaussian_one(x64):
     # Gaussian likelihood's twist is the same function, so the runs agree.
     grid, sde, score, operator, _, y = _gaussian_problem("inpaint")
     likelihood = GaussianLikelihood(y, operator, grid, 1.0)
-    sampler = SMC(score, sde, num_particles=16, steps=10, twist_variance=0.0)
+    sampler = SMC(score, sde, num_particles=16, steps=10, twist_variance=0.0, exact_last_step=False)
     plain = sampler.run(lambda x: likelihood(x), grid, key=jax.random.key(3))
     gaussian = sampler.run(likelihood, grid, key=jax.random.key(3))
     np.testing.assert_allclose(plain.particles, gaussian.particles, rtol=1e-8, atol=1e-10)
