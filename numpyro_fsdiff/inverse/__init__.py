@@ -25,6 +25,9 @@ from ._posterior import Posterior as Posterior
 from ._posterior import SamplerOutput as SamplerOutput
 from ._posterior import posterior as posterior
 from ._problem import Problem as Problem
+from ._smc import SMC as SMC
+from ._smc import GaussianLikelihood as GaussianLikelihood
+from ._smc import SMCResult as SMCResult
 from ._svi import MAP as MAP
 from ._svi import SVI as SVI
 

@@ -1,0 +1,205 @@
+"""SMC against DPS and NUTS(gauss_newton) on the imaging tasks with the shipped checkpoints.
+
+For every (dataset, resolution, task, test image) the data are made as `fsdiff invert` makes
+them (`numpyro_fsdiff.inverse.run_task`: the image observed on its native 28 x 28 grid with
+the task's operator and noise, seed 0), and each sampler reports PSNR and SSIM of its
+posterior mean (model space, range 2), the 90% coverage (fraction of pixels whose true value
+lies in the pixelwise 90% credible interval; SMC's intervals are weighted quantiles), the
+log-evidence (SMC only), score evaluations and wall time (compilation included). DPS and
+NUTS go through `run_task` (DPS: normalised guidance; NUTS: `init="map"`, 2 chains,
+`mass_matrix="gauss_newton"`).
+
+    python benchmarks/bench_smc.py --tasks deblur inpaint superres sparse --images 20
+    python benchmarks/bench_smc.py --tasks deblur --images 2 --samplers smc dps \\
+        --out benchmarks/results/smc_small.json
+    python benchmarks/bench_smc.py --render benchmarks/results/smc_small.json
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def weighted_coverage(particles, weights, truth, level=0.9):
+    """Fraction of pixels whose truth lies in the weighted central `level` interval."""
+    from numpyro_fsdiff.inverse._smc import weighted_quantile
+
+    lo, hi = weighted_quantile(particles, weights, [(1 - level) / 2, (1 + level) / 2])
+    truth = np.asarray(truth)
+    return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
+def smc_row(args, dataset, resolution, task, image):
+    import numpyro_fsdiff as fsd
+    from numpyro_fsdiff import data as fsdata
+    from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim, task_operator
+    from numpyro_fsdiff.inverse._tasks import NATIVE, load_checkpoint_or_pretrained
+
+    ckpt = load_checkpoint_or_pretrained("mnist" if dataset == "mnist" else "fashion-mnist")
+    try:
+        images = fsdata.load(dataset, split="test").images
+    except FileNotFoundError:
+        images = fsdata.load_subset().images
+    x28 = jnp.asarray(ckpt.from_pixels(jnp.asarray(images[image])), dtype=jnp.float32)
+    grid = ckpt.grid((resolution, resolution))
+    truth = fsd.resample(x28, grid.shape)
+    operator, sigma = task_operator(task, seed=0)
+    key_noise, key_post = jax.random.split(jax.random.key(0))
+    clean = operator(x28, ckpt.grid(NATIVE))
+    y = clean + sigma * jax.random.normal(key_noise, clean.shape)
+    sampler = SMC(
+        ckpt.model,
+        ckpt.sde,
+        num_particles=args.particles,
+        steps=args.steps,
+        batch_size=args.batch_size,
+    )
+    out = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=key_post)
+    return {
+        "dataset": dataset,
+        "resolution": resolution,
+        "task": task,
+        "image": image,
+        "sampler": "SMC",
+        "settings": f"{args.particles} particles, {args.steps} steps",
+        "psnr": float(psnr(out.mean, truth, data_range=2.0)),
+        "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
+        "coverage_90": weighted_coverage(out.particles, out.weights, truth),
+        "log_evidence": float(out.log_evidence),
+        "score_evaluations": out.score_evaluations,
+        "wall_time_s": out.wall_time_s,
+        "min_ess": float(jnp.min(out.ess)),
+        "final_ess": float(out.ess[-1]),
+        "num_resamplings": int(out.num_resamplings),
+        "num_distinct_ancestors": int(out.num_distinct_ancestors),
+    }
+
+
+def task_row(args, sampler, dataset, resolution, task, image):
+    from numpyro_fsdiff.inverse import run_task
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = run_task(
+            task=task,
+            checkpoint="mnist" if dataset == "mnist" else "fashion-mnist",
+            dataset=dataset,
+            image=image,
+            resolution=resolution,
+            sampler=sampler,
+            num_samples=args.dps_samples if sampler == "dps" else args.nuts_samples,
+            num_warmup=args.nuts_warmup,
+            num_chains=2,
+            steps=args.dps_steps,
+            mass_matrix="gauss_newton",
+            init_steps=50,
+            max_tree_depth=4,
+            out=folder,
+        )
+    settings = (
+        f"{args.dps_samples} samples, {args.dps_steps} steps"
+        if sampler == "dps"
+        else f"2 x ({args.nuts_warmup} + {args.nuts_samples}), gauss_newton"
+    )
+    return {
+        "dataset": dataset,
+        "resolution": resolution,
+        "task": task,
+        "image": image,
+        "sampler": report["sampler"],
+        "settings": settings,
+        "psnr": report["metrics"]["psnr"],
+        "ssim": report["metrics"]["ssim"],
+        "coverage_90": report["metrics"].get("coverage_90"),
+        "log_evidence": None,
+        "score_evaluations": report["info"].get("score_evaluations"),
+        "wall_time_s": report["info"]["wall_time_s"],
+        "rhat_max": report["diagnostics"].get("rhat_max"),
+    }
+
+
+def render(paths):
+    rows = []
+    for path in paths:
+        rows += json.loads(Path(path).read_text())
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["resolution"], r["task"], r["sampler"]), []).append(r)
+    lines = [
+        "| dataset | res | task | sampler | settings | images | PSNR | SSIM | cov. 90 | "
+        "log-evidence | score evals | wall (s) | min ESS | distinct ancestors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def med(rs, k, digits=2):
+        values = [r[k] for r in rs if r.get(k) is not None]
+        return "-" if not values else f"{statistics.median(values):.{digits}f}"
+
+    def mean(rs, k, digits=2):
+        values = [r[k] for r in rs if r.get(k) is not None]
+        return "-" if not values else f"{statistics.mean(values):.{digits}f}"
+
+    for (dataset, res, task, sampler), rs in sorted(groups.items()):
+        lines.append(
+            f"| {dataset} | {res} | {task} | {sampler} | {rs[0]['settings']} | {len(rs)} | "
+            f"{mean(rs, 'psnr')} | {mean(rs, 'ssim', 3)} | {mean(rs, 'coverage_90')} | "
+            f"{mean(rs, 'log_evidence', 1)} | {med(rs, 'score_evaluations', 0)} | "
+            f"{med(rs, 'wall_time_s', 1)} | {mean(rs, 'min_ess', 1)} | "
+            f"{mean(rs, 'num_distinct_ancestors', 1)} |"
+        )
+    text = "\n".join(lines)
+    return text + "\n\nMeans over images (wall time and score evaluations: medians).\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["mnist"])
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[28])
+    parser.add_argument("--tasks", nargs="+", default=["deblur"])
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--samplers", nargs="+", default=["smc", "dps", "nuts"])
+    parser.add_argument("--particles", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dps-samples", type=int, default=16)
+    parser.add_argument("--dps-steps", type=int, default=100)
+    parser.add_argument("--nuts-warmup", type=int, default=40)
+    parser.add_argument("--nuts-samples", type=int, default=40)
+    parser.add_argument("--out", default=str(RESULTS / "smc.json"))
+    parser.add_argument("--render", nargs="*", help="only render these JSON files")
+    args = parser.parse_args(argv)
+    if args.render is not None:
+        print(render(args.render or [args.out]))
+        return
+    rows = []
+    for dataset in args.datasets:
+        for resolution in args.resolutions:
+            for task in args.tasks:
+                for image in range(args.images):
+                    for sampler in args.samplers:
+                        start = time.perf_counter()
+                        if sampler == "smc":
+                            row = smc_row(args, dataset, resolution, task, image)
+                        else:
+                            row = task_row(args, sampler, dataset, resolution, task, image)
+                        row["total_s"] = time.perf_counter() - start
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()

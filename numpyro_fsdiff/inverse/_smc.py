@@ -1,0 +1,617 @@
+r"""Sequential Monte Carlo along the reverse diffusion: the twisted diffusion sampler."""
+
+import time
+from collections.abc import Callable
+
+import blackjax.smc.ess
+import blackjax.smc.resampling
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.scipy.special import logsumexp
+
+from .._custom_types import Array, Field, Float, Int, PRNGKeyArray, Scalar
+from .._grid import Grid
+from .._sde import VPSDE, Score
+from .._sharding import check_divisible, map_blocks
+from .._validation import check_data, check_positive
+from ._noise import GaussianNoise
+from ._operators import AbstractOperator
+
+LogLikelihood = Callable[[Field], Scalar]
+"""A differentiable log-likelihood $x \\mapsto \\log p(y \\mid x)$ of one field."""
+
+DENSE_TWIST_MAX = 4096
+"""The largest data size for which the Gaussian twist uses the dense $A Q A^\\top$."""
+
+_RESAMPLERS = {
+    "systematic": blackjax.smc.resampling.systematic,
+    "stratified": blackjax.smc.resampling.stratified,
+    "multinomial": blackjax.smc.resampling.multinomial,
+}
+
+
+class GaussianLikelihood(eqx.Module):
+    r"""$\log N(y;\ A x,\ \sigma^2 I_M)$ for a linear operator $A$ on a grid.
+
+    **Arguments:**
+
+    - `y`: the data, shape `operator.data_shape(grid)`.
+    - `operator`: the observation operator.
+    - `grid`: the grid of the field.
+    - `sigma`: the known noise level $\sigma > 0$.
+    """
+
+    y: Array
+    operator: AbstractOperator
+    sigma: Scalar
+    grid: Grid = eqx.field(static=True)
+
+    def __init__(self, y, operator: AbstractOperator, grid: Grid, sigma):
+        if not isinstance(operator, AbstractOperator):
+            raise ValueError(f"`operator` must be an observation operator; got {operator!r}.")
+        if not isinstance(grid, Grid):
+            raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
+        check_positive("sigma", sigma)
+        operator.check_data(y, grid)
+        self.y = check_data("y", y)
+        self.operator = operator
+        self.grid = grid
+        self.sigma = jnp.asarray(sigma, dtype=jnp.result_type(float))
+
+    def __call__(self, x: Field) -> Scalar:
+        residual = self.y - self.operator(x, self.grid)
+        return -0.5 * (
+            jnp.sum(residual**2) / self.sigma**2
+            + residual.size * jnp.log(2 * jnp.pi * self.sigma**2)
+        )
+
+    def observed_covariance(self, covariance) -> tuple[Float[Array, "M M"], Float[Array, " M"]]:
+        r"""The eigendecomposition $A Q_{\mathrm{pix}} A^\top = U \operatorname{diag}(b)
+        U^\top$ of the covariance of the data of a field drawn from $N(0, Q)$ (dense:
+        data of up to `DENSE_TWIST_MAX` values); returns `(U, b)`."""
+        rows = self.operator.matrix(self.grid)  # (M, N)
+        cross = jax.vmap(lambda r: covariance.apply(r.reshape(self.grid.shape), self.grid))(rows)
+        gram = rows @ cross.reshape(rows.shape).T / self.grid.cell_area
+        b, u = jnp.linalg.eigh(0.5 * (gram + gram.T))
+        return u, jnp.maximum(b, 0.0)
+
+    def twisted(self, x0: Field, extra, basis) -> Scalar:
+        r"""$\log N\big(y;\ A x_0,\ \sigma^2 I + \rho\, U\operatorname{diag}(b)U^\top\big)$
+        with $\rho$ = `extra` and `basis` = `(U, b)` (or `(None, b)` with a scalar $b$ for
+        $\sigma^2 I + \rho b I$)."""
+        u, b = basis
+        residual = jnp.ravel(self.y - self.operator(x0, self.grid))
+        coefficients = residual if u is None else u.T @ residual
+        variance = self.sigma**2 + extra * b
+        return -0.5 * jnp.sum(
+            coefficients**2 / variance
+            + jnp.log(2 * jnp.pi * variance) * jnp.ones_like(coefficients)
+        )
+
+
+class SMCResult(eqx.Module):
+    r"""The output of [`SMC`][numpyro_fsdiff.inverse.SMC]: a weighted particle population.
+
+    **Fields:**
+
+    - `particles`: the particles $x^{(i)}_{t_\varepsilon}$, shape `(num_particles, n1, n2)`.
+    - `weights`: their normalised importance weights $W^{(i)}$ (sum 1), shape
+      `(num_particles,)`.
+    - `log_evidence`: the estimate $\log \hat Z$ of $\log p(y)$ (the normalising constant of
+      the target; $\hat Z$ itself is unbiased).
+    - `ess`: the effective sample size $1/\sum_i (W^{(i)})^2$ after the initial weighting and
+      after each step's reweighting, shape `(steps + 1,)` (before any resampling of that step).
+    - `resampled`: whether the population was resampled before each step, shape `(steps,)`.
+    - `num_resamplings`: how many times it was resampled.
+    - `num_distinct_ancestors`: how many distinct particles of the initial population at $T$
+      the final particles descend from (1 means the whole population shares one path).
+    - `score_evaluations`: score evaluations, counting one per score call and one per
+      vector-Jacobian product through it (as [`DPS`][numpyro_fsdiff.inverse.DPS] counts).
+    - `times`: the time grid $T = t_0 > \dots > t_K = t_\varepsilon$, shape `(steps + 1,)`.
+    - `wall_time_s`: the wall time of the run, compilation included.
+    """
+
+    particles: Float[Array, "N n1 n2"]
+    weights: Float[Array, " N"]
+    log_evidence: Scalar
+    ess: Float[Array, " K1"]
+    resampled: Array
+    num_resamplings: Int[Array, ""]
+    num_distinct_ancestors: Int[Array, ""]
+    score_evaluations: int = eqx.field(static=True)
+    times: Float[Array, " K1"]
+    wall_time_s: float = eqx.field(static=True)
+
+    @property
+    def mean(self) -> Field:
+        r"""The weighted mean $\sum_i W^{(i)} x^{(i)}$."""
+        return jnp.tensordot(self.weights, self.particles, axes=1)
+
+    @property
+    def std(self) -> Field:
+        r"""The weighted pixelwise standard deviation."""
+        centred = self.particles - self.mean
+        return jnp.sqrt(jnp.tensordot(self.weights, centred**2, axes=1))
+
+    def resample(
+        self, *, key: PRNGKeyArray, num_samples: int | None = None
+    ) -> Float[Array, "S n1 n2"]:
+        """`num_samples` equally weighted draws (systematic resampling; default: as many as
+        particles)."""
+        num = self.particles.shape[0] if num_samples is None else num_samples
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"`num_samples` must be an int >= 1; got {num!r}.")
+        return self.particles[blackjax.smc.resampling.systematic(key, self.weights, num)]
+
+
+class SMC(eqx.Module):
+    r"""Sequential Monte Carlo along the reverse diffusion: the twisted diffusion sampler.
+
+    **Target.** With $p_{t_\varepsilon}$ the law of the Euler-Maruyama discretisation of the
+    reverse SDE (DESIGN section 5) started from $X_T \sim N(0, Q)$ and run with `steps`
+    uniform steps to $t_\varepsilon$ (the *reverse-SDE law* of the score, DESIGN section 10;
+    not the probability-flow law of `DiffusionPrior.log_prob`), the sampler targets
+
+    $$\pi(x) = p_{t_\varepsilon}(x)\, p(y \mid x) \,/\, Z, \qquad Z = \int
+    p_{t_\varepsilon}(x)\,p(y\mid x)\,\mathrm d x \approx p(y),$$
+
+    on the field $x = X_{t_\varepsilon}$ itself (no Tweedie denoising afterwards). It is
+    consistent: weighted averages converge to $\pi$-expectations, and $\hat Z$ is unbiased
+    for $Z$, as `num_particles` grows, for any twist.
+
+    **Twist.** For any log-likelihood $\ell$, $\log\tilde p_t(y \mid x_t) =
+    \ell\big(\hat x_0(x_t)\big)$ with Tweedie's denoised estimate $\hat x_0(x_t) = (x_t +
+    \sigma_t^2 S(x_t, t))/m_t$ (the choice of Wu et al.). For a
+    [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] the twist also
+    carries the spread of $X_0$ given $x_t$:
+
+    $$\tilde p_t(y \mid x_t) = N\Big(y;\ A\hat x_0(x_t),\ \sigma^2 I + \kappa\,
+    \frac{\sigma_t^2}{m_t^2}\, A Q_{\mathrm{pix}} A^\top\Big),$$
+
+    with $\kappa$ = `twist_variance` (1 by default; 0 gives Wu et al.'s $N(y; A\hat x_0,
+    \sigma^2 I)$). $(\sigma_t^2/m_t^2) Q_{\mathrm{pix}}$ is the covariance of $X_0$ given
+    $x_t$ under a flat prior, the limit that the exact $\sigma_t^2 C Q/(m_t^2 C + \sigma_t^2
+    Q)$ of Gaussian data $N(0, C)$ reaches as $t \to 0$, where the weights degenerate
+    otherwise; it also keeps the guided Euler step stable at small $\sigma$ (its stiffness
+    $\beta h \lVert Q^{1/2} J^\top A^\top \Gamma_t^{-1} A J Q^{1/2}\rVert$ stays below about
+    $\beta h\, m_t^2/\sigma_t^2$). The covariance $A Q_{\mathrm{pix}} A^\top$ is built densely
+    and diagonalised once per run for data of up to `DENSE_TWIST_MAX` = 4096 values; above
+    that it is replaced by $\lambda_{\max}(Q_{\mathrm{pix}})\, I$. On an 8 x 8 deblurring
+    problem at $\sigma = 0.1$ (256 particles, 100 steps), $\kappa = 0$ diverges (the
+    guided step is unstable), the scalar $\lambda_{\max}$ version underestimates the
+    posterior standard deviation by 24% (ratio 0.76, 8.5 standard errors), and this twist
+    is within the tests' tolerances (ratio 0.99). Whatever the twist, the weights make the
+    sampler exact as the particle count grows; the twist only sets its efficiency.
+
+    **Proposal.** One Euler-Maruyama step of the reverse SDE from $t$ to $s = t - h$, with
+    the score shifted by the $Q$-preconditioned gradient of the twist,
+
+    $$x_s = x_t + h\big[\tfrac12\beta(t)x_t + \beta(t)\big(S(x_t,t) + Q_{\mathrm{pix}}
+    g_t\big)\big] + \sqrt{\beta(t)h}\,\xi, \qquad g_t = \nabla_{x_t}\log\tilde p_t(y\mid
+    x_t),\quad \xi \sim N(0, Q_{\mathrm{pix}}),$$
+
+    ($Q_{\mathrm{pix}} = Q/(|D|/N)$, the pixel covariance of $N(0, Q)$), while the prior's
+    transition $p(x_s \mid x_t)$ is the same step without $Q_{\mathrm{pix}} g_t$.
+
+    **Weights.** $w_T = \tilde p_T(y\mid x_T)$, then at each step
+
+    $$w_s = \frac{p(x_s \mid x_t)\,\tilde p_s(y \mid x_s)}{q(x_s \mid x_t)\,\tilde p_t(y \mid
+    x_t)},$$
+
+    and at the last step $\tilde p_{t_\varepsilon}$ is replaced by the exact likelihood
+    $p(y \mid x_{t_\varepsilon})$, so that the product of the weights along a path is
+    $p(y \mid x_{t_\varepsilon})\prod p/\prod q$: the target above. Both transitions are
+    Gaussian with covariance $\beta h Q_{\mathrm{pix}}$ and means $\beta h
+    Q_{\mathrm{pix}} g_t$ apart, so only the difference of their quadratic forms
+    $\lVert Q_{\mathrm{pix}}^{-1/2}(\cdot)\rVert^2$ matters; written with the drawn noise it
+    needs no $Q^{-1/2}$ (which would amplify rounding on the small eigenvalues):
+
+    $$\log\frac{p(x_s\mid x_t)}{q(x_s\mid x_t)} = -\sqrt{\beta h}\,\langle \xi, g_t\rangle
+    - \tfrac12\beta h\,\langle g_t, Q_{\mathrm{pix}} g_t\rangle.$$
+
+    **Exact last step** (`exact_last_step=True`, a
+    [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] with data of up to
+    `DENSE_TWIST_MAX` values). The last step, to $t_\varepsilon$, is instead drawn from the
+    locally optimal proposal $q(x_s\mid x_t) \propto p(x_s \mid x_t)\, N(y; A x_s, \sigma^2 I)$,
+    Gaussian for a linear $A$, by Matheron's rule: $x' \sim p(\cdot\mid x_t)$ (mean $\mu$),
+    $y' = A x' + \sigma\varepsilon$, $x_s = x' + \beta h Q_{\mathrm{pix}} A^\top (\sigma^2 I +
+    \beta h A Q_{\mathrm{pix}} A^\top)^{-1}(y - y')$, with the incremental weight its
+    normaliser $N(y; A\mu, \sigma^2 I + \beta h A Q_{\mathrm{pix}} A^\top) / \tilde p_t(y \mid
+    x_t)$ (the fully adapted step of a linear-Gaussian model, in the spirit of MCGdiff and FPS).
+    The target is unchanged; the noise of the last step no longer meets the data blindly (with
+    the learned MNIST prior at 16 x 16, 64 particles and 25 steps, the final ESS rises from 1
+    to 5).
+
+    **Resampling.** When the effective sample size $1/\sum_i W_i^2$ falls below
+    `ess_threshold * num_particles`, the population is resampled (BlackJAX's `systematic`,
+    `stratified` or `multinomial`) before the next step, and the weights reset to uniform.
+    The evidence accumulates as $\log\hat Z = \sum_k \log\sum_i W^{(i)}_{k-1} w^{(i)}_k$
+    (normalised weights carried over, uniform after a resampling), which is exact for the
+    adaptive scheme as well.
+
+    **Cost.** Every step evaluates the score once and differentiates through it once per
+    particle (`2 * steps * num_particles` score evaluations in all); the final likelihood
+    needs no score.
+
+    **Arguments:**
+
+    - `score`, `sde`: the prior's Q-preconditioned score (on one field) and its VP-SDE
+      (`None` for [`run_model`][numpyro_fsdiff.inverse.SMC.run_model], which reads them from
+      the model's `DiffusionPrior`).
+    - `num_particles`: the population size $N$.
+    - `steps`: Euler-Maruyama steps from $T$ to $t_\varepsilon$.
+    - `ess_threshold`: resample when the ESS falls below this fraction of $N$, in $[0, 1]$
+      (0: never, 1: every step).
+    - `resampler`: `"systematic"` (default), `"stratified"` or `"multinomial"`.
+    - `t_eps`: the final time $t_\varepsilon$.
+    - `batch_size`: how many particles are propagated together (vectorised) at a time.
+    - `twist_variance`: $\kappa \ge 0$ of the Gaussian twist above.
+    - `exact_last_step`: draw the last step from its locally optimal proposal (above).
+
+    !!! example
+
+        ```python
+        from numpyro_fsdiff.covariance import Matern
+        from numpyro_fsdiff.inverse import SMC, GaussianBlur, GaussianLikelihood
+
+        grid = fsd.Grid((8, 8))
+        sde = fsd.VPSDE(Matern(2.0, 3.0))
+        score = fsd.GaussianScore(Matern(2.0, 3.0, 3.0), sde, grid)
+        op = GaussianBlur(0.05)
+        y = op(jnp.zeros(grid.shape), grid)
+        smc = SMC(score, sde, num_particles=64, steps=20)
+        out = smc.run(GaussianLikelihood(y, op, grid, 0.1), grid, key=jax.random.key(0))
+        out.particles.shape, out.weights.sum()   # (64, 8, 8), 1.0
+        ```
+
+    ??? cite "References"
+
+        Wu, Trippe, Naesseth, Blei and Cunningham, *Practical and Asymptotically Exact
+        Conditional Sampling in Diffusion Models*, NeurIPS 2023.
+        Del Moral, Doucet and Jasra, *Sequential Monte Carlo samplers*, JRSS B 2006.
+    """
+
+    score: Score | None
+    sde: VPSDE | None
+    num_particles: int = eqx.field(static=True, default=256)
+    steps: int = eqx.field(static=True, default=100)
+    ess_threshold: float = eqx.field(static=True, default=0.5)
+    resampler: str = eqx.field(static=True, default="systematic")
+    t_eps: float = eqx.field(static=True, default=1e-3)
+    batch_size: int = eqx.field(static=True, default=256)
+    twist_variance: float = eqx.field(static=True, default=1.0)
+    exact_last_step: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if self.sde is not None and not isinstance(self.sde, VPSDE):
+            raise ValueError(f"`sde` must be a VPSDE; got {self.sde!r}.")
+        if (self.score is None) != (self.sde is None):
+            raise ValueError(
+                "`score` and `sde` must be given together (or both None for `run_model`); got "
+                f"score={self.score!r}, sde={self.sde!r}."
+            )
+        for name in ("num_particles", "steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
+        if not 0.0 <= self.ess_threshold <= 1.0:
+            raise ValueError(f"`ess_threshold` must be in [0, 1]; got {self.ess_threshold!r}.")
+        if not self.twist_variance >= 0:
+            raise ValueError(f"`twist_variance` must be >= 0; got {self.twist_variance!r}.")
+        if self.resampler not in _RESAMPLERS:
+            raise ValueError(
+                f"`resampler` must be one of {tuple(_RESAMPLERS)}; got {self.resampler!r}."
+            )
+        if self.sde is not None and not 0 < self.t_eps < self.sde.T:
+            raise ValueError(f"`t_eps` must be in (0, T={self.sde.T}); got {self.t_eps!r}.")
+
+    def run(
+        self,
+        log_likelihood: LogLikelihood,
+        grid: Grid,
+        *,
+        key: PRNGKeyArray,
+        mesh=None,
+    ) -> SMCResult:
+        r"""Run the sampler on the posterior $\pi(x) \propto p_{t_\varepsilon}(x)\,
+        e^{\ell(x)}$.
+
+        **Arguments:**
+
+        - `log_likelihood`: $\ell(x) = \log p(y \mid x)$ of one field of shape `grid.shape`,
+          differentiable (JAX), e.g. a
+          [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood]. The twist is
+          $\ell(\hat x_0(x_t))$ and its gradient.
+        - `grid`: the grid of the field (any grid the score accepts).
+        - `key`: a PRNG key.
+        - `mesh`: a device mesh (e.g. [`data_mesh`][numpyro_fsdiff.data_mesh]()) whose
+          `"data"` axis splits the particles (`num_particles` a multiple of its size); the
+          result is that of `mesh=None` up to float rounding.
+
+        **Returns:** an [`SMCResult`][numpyro_fsdiff.inverse.SMCResult].
+
+        **Raises:** `ValueError` for a missing score, a wrong grid, a non-callable
+        likelihood or a particle count the mesh does not divide.
+        """
+        if self.score is None:
+            raise ValueError("`score` must be given to `SMC(score, sde, ...)` for `run`; got None.")
+        if not isinstance(grid, Grid):
+            raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
+        if not callable(log_likelihood):
+            raise ValueError(
+                f"`log_likelihood` must be a callable x -> log p(y | x); got {log_likelihood!r}."
+            )
+        if mesh is not None:
+            check_divisible("num_particles", self.num_particles, mesh)
+        start = time.perf_counter()
+        out = jax.block_until_ready(_smc(self, log_likelihood, grid, key, mesh))
+        wall = time.perf_counter() - start
+        particles, weights, log_z, ess, resampled, ancestors = out
+        distinct = jnp.sum(jnp.diff(jnp.sort(ancestors)) != 0) + 1
+        return SMCResult(
+            particles=particles,
+            weights=weights,
+            log_evidence=log_z,
+            ess=ess,
+            resampled=resampled,
+            num_resamplings=jnp.sum(resampled),
+            num_distinct_ancestors=distinct,
+            score_evaluations=2 * self.steps * self.num_particles,
+            times=_times(self.sde, self.t_eps, self.steps),
+            wall_time_s=wall,
+        )
+
+    def run_linear(
+        self,
+        y: Array,
+        operator: AbstractOperator,
+        grid: Grid,
+        noise: GaussianNoise,
+        *,
+        key: PRNGKeyArray,
+        mesh=None,
+    ) -> SMCResult:
+        r"""[`run`][numpyro_fsdiff.inverse.SMC.run] for $y = A x + \sigma\varepsilon$ with a
+        known $\sigma$: the likelihood $N(y; Ax, \sigma^2 I)$ of
+        [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood].
+
+        **Raises:** `ValueError` for an inferred noise level, or data of the wrong shape.
+        """
+        if not isinstance(noise, GaussianNoise) or noise.inferred:
+            raise ValueError(
+                f"`noise` must be a GaussianNoise with a known sigma for SMC; got {noise!r}."
+            )
+        likelihood = GaussianLikelihood(y, operator, grid, noise.sigma)
+        return self.run(likelihood, grid, key=key, mesh=mesh)
+
+    def run_model(
+        self, model: Callable, *args, key: PRNGKeyArray, mesh=None, **kwargs
+    ) -> tuple[str, SMCResult]:
+        r"""Run the sampler on a NumPyro model with one `DiffusionPrior` site.
+
+        The model must have exactly one latent sample site, distributed as a
+        [`DiffusionPrior`][numpyro_fsdiff.DiffusionPrior] (whose `score`, `sde` and `grid` are
+        used, and whose `t_eps` must equal this sampler's; build the sampler as
+        `SMC(None, None, ...)`), plus any number of observed sites
+        and deterministic code. The log-likelihood of a field $x$ is read from the model:
+        the prior site's value is substituted by $x$ (`numpyro.handlers.substitute`), the
+        model traced, and the observed sites' `log_prob` summed (with their `scale`), so any
+        likelihood written in NumPyro works, if differentiable in $x$.
+
+        **Arguments:**
+
+        - `model`: the NumPyro model.
+        - `*args`, `**kwargs`: its arguments (the data included).
+        - `key`, `mesh`: as for [`run`][numpyro_fsdiff.inverse.SMC.run].
+
+        **Returns:** `(name, result)`: the prior site's name and the
+        [`SMCResult`][numpyro_fsdiff.inverse.SMCResult].
+
+        **Raises:** `ValueError` when the model has no `DiffusionPrior` site, several, or
+        other latent sites (only observed sites may accompany it), or when this sampler was
+        given a `score`.
+        """
+        name, prior = _diffusion_site(model, args, kwargs)
+        if self.score is not None:
+            raise ValueError(
+                "`score` and `sde` must be None for `run_model`, which reads them from the "
+                f"model's DiffusionPrior; got score={self.score!r}."
+            )
+        if prior.t_eps != self.t_eps:
+            raise ValueError(
+                f"`t_eps` = {self.t_eps} must equal the DiffusionPrior's t_eps = {prior.t_eps}."
+            )
+        sampler = eqx.tree_at(
+            lambda s: (s.score, s.sde), self, (prior.score, prior.sde), is_leaf=lambda v: v is None
+        )
+
+        def log_likelihood(x):
+            conditioned = numpyro.handlers.substitute(model, data={name: x})
+            trace = numpyro.handlers.trace(numpyro.handlers.seed(conditioned, 0)).get_trace(
+                *args, **kwargs
+            )
+            total = 0.0
+            for site in trace.values():
+                if site["type"] == "sample" and site["is_observed"]:
+                    value = jnp.sum(site["fn"].log_prob(site["value"]))
+                    if site.get("scale") is not None:
+                        value = value * site["scale"]
+                    total = total + value
+            return total
+
+        return name, sampler.run(log_likelihood, prior.grid, key=key, mesh=mesh)
+
+
+def _diffusion_site(model, args, kwargs):
+    """The name and distribution of the model's one DiffusionPrior site; checks the rest."""
+    from .._prior import DiffusionPrior
+
+    def placeholder(site):  # never draw from the prior while inspecting the model
+        if isinstance(site.get("fn"), DiffusionPrior):
+            return jnp.zeros(site["fn"].grid.shape)
+        return None
+
+    inspected = numpyro.handlers.substitute(
+        numpyro.handlers.seed(model, 0), substitute_fn=placeholder
+    )
+    trace = numpyro.handlers.trace(inspected).get_trace(*args, **kwargs)
+    priors = [
+        (n, s["fn"])
+        for n, s in trace.items()
+        if s["type"] == "sample" and isinstance(s["fn"], DiffusionPrior)
+    ]
+    others = [
+        n
+        for n, s in trace.items()
+        if s["type"] == "sample"
+        and not s["is_observed"]
+        and not isinstance(s["fn"], DiffusionPrior)
+    ]
+    if len(priors) != 1 or others:
+        raise ValueError(
+            "`model` must have exactly one latent sample site distributed as a DiffusionPrior, "
+            "plus observed sites (and deterministic code); SMC supports no other latent sites. "
+            f"Got DiffusionPrior sites {[n for n, _ in priors]} and other latent sites {others}."
+        )
+    return priors[0]
+
+
+def _times(sde: VPSDE, t_eps: float, steps: int) -> Float[Array, " K1"]:
+    return jnp.linspace(sde.T, t_eps, steps + 1)
+
+
+@eqx.filter_jit
+def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
+    """The whole run, compiled once per sampler structure, likelihood, grid and mesh."""
+    sde, score, n = sampler.sde, sampler.score, sampler.num_particles
+    covariance = sde.covariance
+    times = _times(sde, sampler.t_eps, sampler.steps)
+    resample_fn = _RESAMPLERS[sampler.resampler]
+    basis, exact_last_step = None, False
+    if isinstance(log_likelihood, GaussianLikelihood):
+        if log_likelihood.y.size <= DENSE_TWIST_MAX:
+            basis = log_likelihood.observed_covariance(covariance)
+            exact_last_step = sampler.exact_last_step
+        else:  # sigma^2 I + rho lambda_max I: the largest eigenvalue of Q_pix for every datum
+            basis = (None, jnp.max(covariance.pixel_eigenvalues(grid)))
+
+    def twist(x, t):
+        """(log twist, score) and the twist's gradient, for one particle."""
+
+        def value(x):
+            s = score(x, t)
+            mean, std = sde.marginal_coefficients(t)
+            x0 = (x + std**2 * s) / mean
+            if isinstance(log_likelihood, GaussianLikelihood):
+                extra = sampler.twist_variance * std**2 / mean**2
+                return log_likelihood.twisted(x0, extra, basis), s
+            return log_likelihood(x0), s
+
+        (log_twist, s), gradient = jax.value_and_grad(value, has_aux=True)(x)
+        return log_twist, s, gradient
+
+    def per_particle(fn):
+        """`fn` over the particle axis: in batches, each device its block on a mesh."""
+
+        def block(*arrays):
+            size = min(arrays[0].shape[0], sampler.batch_size)
+            return jax.lax.map(lambda a: fn(*a), arrays, batch_size=size)
+
+        return block if mesh is None else map_blocks(block, mesh)
+
+    def propagate(t, h, final):
+        beta = sde.beta(t)
+
+        def one(x, s, g, k):
+            white = jax.random.normal(k, grid.shape, x.dtype)
+            xi = covariance.colour(white, grid)  # N(0, Q_pix)
+            q_g = covariance.apply(g, grid) / grid.cell_area  # Q_pix g
+            drift = 0.5 * beta * x + beta * (s + q_g)
+            x_new = x + h * drift + jnp.sqrt(beta * h) * xi
+            log_ratio = -jnp.sqrt(beta * h) * jnp.sum(xi * g) - 0.5 * beta * h * jnp.sum(g * q_g)
+            if final and exact_last_step:
+                return _exact_last_step(x, s, k, beta, h) + (s, g)
+            if final:
+                return x_new, log_ratio, log_likelihood(x_new), s, g
+            log_twist, s_new, g_new = twist(x_new, t - h)
+            return x_new, log_ratio, log_twist, s_new, g_new
+
+        return per_particle(one)
+
+    def _exact_last_step(x, s, k, beta, h):
+        """The last step drawn from p(x_s | x_t) N(y; A x_s, sigma^2 I) / normaliser (Matheron's
+        rule), weighted by its normaliser N(y; A mu, sigma^2 I + beta h A Q_pix A^T)."""
+        key_x, key_y = jax.random.split(k)
+        mean = x + h * (0.5 * beta * x + beta * s)  # the prior transition's mean
+        prior_draw = mean + jnp.sqrt(beta * h) * covariance.colour(
+            jax.random.normal(key_x, grid.shape, x.dtype), grid)
+        operator, y = log_likelihood.operator, log_likelihood.y
+        fake = operator(prior_draw, grid) + log_likelihood.sigma * jax.random.normal(
+            key_y, y.shape, x.dtype)
+        u, b = basis
+        gain = u @ ((u.T @ jnp.ravel(y - fake)) / (log_likelihood.sigma**2 + beta * h * b))
+        back = operator.transpose(gain.reshape(y.shape), grid)
+        x_new = prior_draw + beta * h * covariance.apply(back, grid) / grid.cell_area
+        # returned as (x, log p/q, log "twist"): the increment is log_normaliser - log_twist
+        return x_new, jnp.zeros((), x.dtype), log_likelihood.twisted(mean, beta * h, basis)
+
+    def reweight(log_w, log_increment):
+        """(normalised log weights, log of the evidence increment, ESS)."""
+        joint = log_w + log_increment
+        log_increment_z = logsumexp(joint)
+        new = joint - log_increment_z
+        return new, log_increment_z, blackjax.smc.ess.ess(new)
+
+    key_init, key_steps = jax.random.split(key)
+    init_keys = jax.random.split(key_init, n)
+    x = per_particle(lambda k: covariance.sample(k, grid))(init_keys)
+    log_twist, s, g = per_particle(lambda x: twist(x, times[0]))(x)
+    uniform = jnp.full((n,), -jnp.log(n), dtype=x.dtype)
+    log_w, log_z, ess0 = reweight(uniform, log_twist)
+    ancestors = jnp.arange(n)
+
+    def step(carry, inputs, final=False):
+        x, s, g, log_twist, log_w, log_z, ancestors = carry
+        k, t, h = inputs
+        key_resample, key_noise = jax.random.split(jax.random.fold_in(key_steps, k))
+        ess = blackjax.smc.ess.ess(log_w)
+        do = ess < sampler.ess_threshold * n
+        idx = jnp.where(do, resample_fn(key_resample, jnp.exp(log_w), n), jnp.arange(n))
+        x, s, g, log_twist, ancestors = (a[idx] for a in (x, s, g, log_twist, ancestors))
+        log_w = jnp.where(do, uniform, log_w)
+        noise_keys = jax.random.split(key_noise, n)
+        x, log_ratio, new_twist, s, g = propagate(t, h, final)(x, s, g, noise_keys)
+        log_w, increment, ess_after = reweight(log_w, log_ratio + new_twist - log_twist)
+        carry = (x, s, g, new_twist, log_w, log_z + increment, ancestors)
+        return carry, (ess_after, do)
+
+    h = times[:-1] - times[1:]
+    carry = (x, s, g, log_twist, log_w, log_z, ancestors)
+    inputs = (jnp.arange(sampler.steps), times[:-1], h)
+    carry, (ess, resampled) = jax.lax.scan(step, carry, jax.tree.map(lambda a: a[:-1], inputs))
+    last = jax.tree.map(lambda a: a[-1], inputs)
+    carry, (ess_last, resampled_last) = step(carry, last, final=True)
+    x, _, _, _, log_w, log_z, ancestors = carry
+    ess = jnp.concatenate([ess0[None], ess, ess_last[None]])
+    resampled = jnp.concatenate([resampled, resampled_last[None]])
+    return x, jnp.exp(log_w), log_z, ess, resampled, ancestors
+
+
+def weighted_quantile(values: Array, weights: Array, q) -> Array:
+    """Quantiles of a weighted sample along axis 0 (the inverse of the weighted CDF, with
+    the CDF taken at the midpoints of the sorted values' weights)."""
+    values = np.asarray(values)
+    weights = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(values, axis=0)
+    sorted_values = np.take_along_axis(values, order, axis=0)
+    sorted_weights = weights[order]
+    cdf = np.cumsum(sorted_weights, axis=0) - 0.5 * sorted_weights
+    flat_v = sorted_values.reshape(values.shape[0], -1)
+    flat_c = cdf.reshape(values.shape[0], -1)
+    out = np.stack(
+        [np.interp(q, flat_c[:, j], flat_v[:, j]) for j in range(flat_v.shape[1])], axis=-1
+    )
+    return out.reshape(np.shape(q) + values.shape[1:])
