@@ -41,8 +41,9 @@ def weighted_coverage(particles, weights, truth, level=0.9):
 def smc_row(args, dataset, resolution, task, image):
     import numpyro_fsdiff as fsd
     from numpyro_fsdiff import data as fsdata
-    from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim, task_operator
-    from numpyro_fsdiff.inverse._tasks import NATIVE, load_checkpoint_or_pretrained
+    from numpyro_fsdiff.cli import task_operator
+    from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim
+    from numpyro_fsdiff.cli._tasks import NATIVE, load_checkpoint_or_pretrained
 
     ckpt = load_checkpoint_or_pretrained("mnist" if dataset == "mnist" else "fashion-mnist")
     try:
@@ -85,7 +86,7 @@ def smc_row(args, dataset, resolution, task, image):
 
 
 def task_row(args, sampler, dataset, resolution, task, image):
-    from numpyro_fsdiff.inverse import run_task
+    from numpyro_fsdiff.cli import run_task
 
     with tempfile.TemporaryDirectory() as folder:
         report = run_task(
