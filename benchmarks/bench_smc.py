@@ -42,8 +42,8 @@ def smc_row(args, dataset, resolution, task, image):
     import numpyro_fsdiff as fsd
     from numpyro_fsdiff import data as fsdata
     from numpyro_fsdiff.cli import task_operator
-    from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim
     from numpyro_fsdiff.cli._tasks import NATIVE, load_checkpoint_or_pretrained
+    from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim
 
     ckpt = load_checkpoint_or_pretrained("mnist" if dataset == "mnist" else "fashion-mnist")
     try:
