@@ -24,18 +24,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def weighted_coverage(particles, weights, truth, level=0.9):
-    """Fraction of pixels whose truth lies in the weighted central `level` interval."""
-    from numpyro_fsdiff.inverse._smc import weighted_quantile
-
-    lo, hi = weighted_quantile(particles, weights, [(1 - level) / 2, (1 + level) / 2])
-    truth = np.asarray(truth)
-    return float(np.mean((truth >= lo) & (truth <= hi)))
 
 
 def smc_row(args, dataset, resolution, task, image):
@@ -44,6 +34,7 @@ def smc_row(args, dataset, resolution, task, image):
     from numpyro_fsdiff.cli import task_operator
     from numpyro_fsdiff.cli._tasks import NATIVE, load_checkpoint_or_pretrained
     from numpyro_fsdiff.inverse import SMC, GaussianNoise, psnr, ssim
+    from numpyro_fsdiff.metrics import coverage
 
     ckpt = load_checkpoint_or_pretrained("mnist" if dataset == "mnist" else "fashion-mnist")
     try:
@@ -74,7 +65,7 @@ def smc_row(args, dataset, resolution, task, image):
         "settings": f"{args.particles} particles, {args.steps} steps",
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
-        "coverage_90": weighted_coverage(out.particles, out.weights, truth),
+        "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
         "log_evidence": float(out.log_evidence),
         "score_evaluations": out.score_evaluations,
         "wall_time_s": out.wall_time_s,

@@ -76,7 +76,7 @@ def main(argv=None):
     sampler = SMC(score, sde, num_particles=args.particles, steps=args.steps)
     smc_weights, smc_times = [], []
     for r in range(args.runs):
-        out = sampler.run(likelihood, grid, key=jax.random.key(1000 + r))
+        out = sampler.run_likelihood(likelihood, grid, key=jax.random.key(1000 + r))
         smc_weights.append(np.asarray(out.weights @ responsibilities(out.particles, T_EPS)))
         smc_times.append(out.wall_time_s)
     smc_weights = np.array(smc_weights)

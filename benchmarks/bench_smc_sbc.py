@@ -75,7 +75,8 @@ def run(args):
         y = operator(truths[r], grid) + sigma * jax.random.normal(
             key_noise, operator.data_shape(grid)
         )
-        out = sampler.run(GaussianLikelihood(y, operator, grid, sigma), grid, key=key_smc)
+        likelihood = GaussianLikelihood(y, operator, grid, sigma)
+        out = sampler.run_likelihood(likelihood, grid, key=key_smc)
         ranks.append(np.asarray(weighted_ranks(out.particles, out.weights, truths[r])))
         ess.append(float(out.ess[-1]))
         ancestors.append(int(out.num_distinct_ancestors))

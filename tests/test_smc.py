@@ -63,7 +63,7 @@ def _gaussian_problem(task):
 
 
 def _runs(sampler, likelihood, grid, seeds):
-    return [sampler.run(likelihood, grid, key=jax.random.key(int(s))) for s in seeds]
+    return [sampler.run_likelihood(likelihood, grid, key=jax.random.key(int(s))) for s in seeds]
 
 
 def _z(estimates, exact):
@@ -234,8 +234,8 @@ def test_any_differentiable_likelihood_matches_the_gaussian_one(x64):
     grid, sde, score, operator, _, y = _gaussian_problem("inpaint")
     likelihood = GaussianLikelihood(y, operator, grid, 1.0)
     sampler = SMC(score, sde, num_particles=16, steps=10, twist_variance=0.0, exact_last_step=False)
-    plain = sampler.run(lambda x: likelihood(x), grid, key=jax.random.key(3))
-    gaussian = sampler.run(likelihood, grid, key=jax.random.key(3))
+    plain = sampler.run_likelihood(lambda x: likelihood(x), grid, key=jax.random.key(3))
+    gaussian = sampler.run_likelihood(likelihood, grid, key=jax.random.key(3))
     np.testing.assert_allclose(plain.particles, gaussian.particles, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(plain.log_evidence, gaussian.log_evidence, rtol=1e-10)
     assert np.all(np.isfinite(np.asarray(plain.particles)))
@@ -278,15 +278,15 @@ op = Mask(lambda x1, x2: x1 + x2 < 1.2)
 y = op(Matern(2.0, 3.0, 3.0).sample(jax.random.key(1), grid), grid)
 likelihood = GaussianLikelihood(y, op, grid, 0.1)
 sampler = SMC(score, sde, num_particles=16, steps=12, batch_size=2)
-plain = sampler.run(likelihood, grid, key=jax.random.key(4))
-sharded = sampler.run(likelihood, grid, key=jax.random.key(4), mesh=fsd.data_mesh())
+plain = sampler.run_likelihood(likelihood, grid, key=jax.random.key(4))
+sharded = sampler.run_likelihood(likelihood, grid, key=jax.random.key(4), mesh=fsd.data_mesh())
 assert len(sharded.particles.sharding.device_set) == 4
 assert int(plain.num_resamplings) > 0, plain.num_resamplings
 np.testing.assert_allclose(sharded.particles, plain.particles, rtol=1e-9, atol=1e-12)
 np.testing.assert_allclose(sharded.weights, plain.weights, rtol=1e-9, atol=1e-12)
 np.testing.assert_allclose(sharded.log_evidence, plain.log_evidence, rtol=1e-10)
 try:
-    SMC(score, sde, num_particles=6).run(likelihood, grid, key=jax.random.key(0),
+    SMC(score, sde, num_particles=6).run_likelihood(likelihood, grid, key=jax.random.key(0),
                                          mesh=fsd.data_mesh())
 except ValueError as error:
     assert "`num_particles` = 6" in str(error), error
@@ -343,9 +343,27 @@ def test_simulation_based_calibration_with_the_mnist_prior():
     for r in range(replications):
         key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(1), r))
         y = operator(truths[r], grid) + sigma * jax.random.normal(key_noise, grid.shape)
-        out = sampler.run(GaussianLikelihood(y, operator, grid, sigma), grid, key=key_smc)
+        likelihood = GaussianLikelihood(y, operator, grid, sigma)
+        out = sampler.run_likelihood(likelihood, grid, key=key_smc)
         ranks.append(np.asarray(out.weights @ (summary(out.particles) < summary(truths[r]))))
     ranks = np.array(ranks)
     for j in range(ranks.shape[1]):  # 4 bins of 5 expected: chi-square with 3 dof
         counts = np.histogram(ranks[:, j], bins=4, range=(0, 1))[0]
         assert stats.chisquare(counts).pvalue > 0.001, (j, counts)
+
+
+def test_posterior_front_end_returns_the_weighted_particles(x64):
+    grid, sde, score, operator, sigma, y = _gaussian_problem("deblur")
+    sampler = SMC(score, sde, num_particles=32, steps=20)
+    direct = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=jax.random.key(3))
+    post = fsd.inverse.posterior(
+        y, operator, None, sampler, key=jax.random.key(3), grid=grid, noise=GaussianNoise(sigma)
+    )
+    weights = np.asarray(direct.weights)
+    assert post.method == "SMC" and post.weights is not None
+    np.testing.assert_allclose(post.samples, direct.particles, rtol=1e-12)
+    np.testing.assert_allclose(post.weights, weights, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(post.mean, np.tensordot(weights, direct.particles, 1), rtol=1e-8)
+    assert post.diagnostics["log_evidence"] == pytest.approx(float(direct.log_evidence))
+    assert post.diagnostics["num_resamplings"] == int(direct.num_resamplings)
+    assert post.info["score_evaluations"] == direct.score_evaluations

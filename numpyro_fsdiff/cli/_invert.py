@@ -58,13 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=28,
                         help="side of the grid the unknown field lives on")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
-                        help="dps is the fast baseline; nuts is exact but slow on a CPU")
+                        help="dps is the fast baseline; nuts is exact but slow on a CPU; smc is "
+                        "weighted sequential Monte Carlo along the reverse SDE")
     parser.add_argument("--samples", type=positive_int, default=50,
-                        help="draws (per chain for NUTS)")
+                        help="draws (per chain for NUTS; particles for SMC)")
     parser.add_argument("--warmup", type=positive_int, default=50, help="NUTS warm-up per chain")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--steps", type=positive_int, default=200,
-                        help="SVI/MAP optimisation steps, or DPS reverse-SDE steps")
+                        help="SVI/MAP optimisation steps, or DPS/SMC reverse-SDE steps")
     parser.add_argument("--ode-steps", type=positive_int, default=10,
                         help="fixed steps of the probability-flow prior (NUTS/SVI/MAP)")
     parser.add_argument("--ode-solver", default="euler",

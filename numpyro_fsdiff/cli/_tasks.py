@@ -28,7 +28,7 @@ from ..inverse import (
 )
 
 TASKS = ("deblur", "inpaint", "superres", "sparse")
-SAMPLERS = ("nuts", "svi", "map", "dps")
+SAMPLERS = ("nuts", "svi", "map", "dps", "smc")
 NATIVE = (28, 28)
 
 
@@ -118,7 +118,7 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     (`init="map"`), with `mass_matrix` as in [`run_task`][numpyro_fsdiff.cli.run_task]
     (`"auto"` is decided here, from `grid_size`).
     """
-    from ..inverse import DPS, MAP, NUTS, SVI
+    from ..inverse import DPS, MAP, NUTS, SMC, SVI
     from ..inverse._nuts import DENSE_METRIC_MAX_POINTS
 
     if name == "nuts":
@@ -135,6 +135,9 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     if name == "dps":
         return DPS(ckpt.model, ckpt.sde, num_samples=num_samples, steps=steps,
                    guidance=guidance, weighting="normalised")
+    if name == "smc":
+        return SMC(ckpt.model, ckpt.sde, num_particles=num_samples, steps=steps,
+                   batch_size=min(num_samples, 256))
     raise ValueError(f"`sampler` must be one of {SAMPLERS}; got {name!r}.")
 
 

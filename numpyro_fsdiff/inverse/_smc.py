@@ -2,13 +2,13 @@ r"""Sequential Monte Carlo along the reverse diffusion: the twisted diffusion sa
 
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 import blackjax.smc.ess
 import blackjax.smc.resampling
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 from jax.scipy.special import logsumexp
 
@@ -19,6 +19,8 @@ from .._sharding import check_divisible, map_blocks
 from .._validation import check_data, check_positive
 from ._noise import GaussianNoise
 from ._operators import AbstractOperator
+from ._posterior import AbstractSampler, SamplerOutput
+from ._problem import Problem
 
 LogLikelihood = Callable[[Field], Scalar]
 """A differentiable log-likelihood $x \\mapsto \\log p(y \\mid x)$ of one field."""
@@ -147,7 +149,7 @@ class SMCResult(eqx.Module):
         return self.particles[blackjax.smc.resampling.systematic(key, self.weights, num)]
 
 
-class SMC(eqx.Module):
+class SMC(AbstractSampler):
     r"""Sequential Monte Carlo along the reverse diffusion: the twisted diffusion sampler.
 
     **Target.** With $p_{t_\varepsilon}$ the law of the Euler-Maruyama discretisation of the
@@ -263,7 +265,7 @@ class SMC(eqx.Module):
         op = GaussianBlur(0.05)
         y = op(jnp.zeros(grid.shape), grid)
         smc = SMC(score, sde, num_particles=64, steps=20)
-        out = smc.run(GaussianLikelihood(y, op, grid, 0.1), grid, key=jax.random.key(0))
+        out = smc.run_likelihood(GaussianLikelihood(y, op, grid, 0.1), grid, key=jax.random.key(0))
         out.particles.shape, out.weights.sum()   # (64, 8, 8), 1.0
         ```
 
@@ -308,7 +310,42 @@ class SMC(eqx.Module):
         if self.sde is not None and not 0 < self.t_eps < self.sde.T:
             raise ValueError(f"`t_eps` must be in (0, T={self.sde.T}); got {self.t_eps!r}.")
 
-    def run(
+    uses_prior: ClassVar[bool] = False
+
+    def run(self, problem: Problem, *, key: PRNGKeyArray) -> SamplerOutput:
+        r"""Run the sampler on a [`Problem`][numpyro_fsdiff.inverse.Problem]: the entry
+        point of [`posterior`][numpyro_fsdiff.inverse.posterior] (`prior=None`, like DPS).
+
+        The likelihood is $N(y; Ax, \sigma^2 I)$ of the problem's operator and known noise
+        level ([`run_linear`][numpyro_fsdiff.inverse.SMC.run_linear]); the particles are
+        returned with their log-weights, so the posterior's mean, std and coverage are
+        weighted. Diagnostics: `log_evidence`, `ess` (per step), `min_ess`, `final_ess`,
+        `num_resamplings`, `num_distinct_ancestors`.
+
+        **Raises:** `ValueError` as [`run_linear`][numpyro_fsdiff.inverse.SMC.run_linear].
+        """
+        out = self.run_linear(
+            problem.y, problem.operator, problem.grid, problem.noise, key=key, mesh=problem.mesh
+        )
+        weights = jnp.asarray(out.weights)
+        diagnostics = {
+            "log_evidence": float(out.log_evidence),
+            "ess": [float(e) for e in out.ess],
+            "min_ess": float(jnp.min(out.ess)),
+            "final_ess": float(1.0 / jnp.sum(weights**2)),
+            "num_resamplings": int(out.num_resamplings),
+            "num_distinct_ancestors": int(out.num_distinct_ancestors),
+        }
+        return SamplerOutput(
+            samples=out.particles,
+            log_weights=jnp.log(weights),
+            diagnostics=diagnostics,
+            score_evaluations=out.score_evaluations,
+            wall_time_s=out.wall_time_s,
+            sampling_time_s=out.wall_time_s,
+        )
+
+    def run_likelihood(
         self,
         log_likelihood: LogLikelihood,
         grid: Grid,
@@ -337,7 +374,9 @@ class SMC(eqx.Module):
         likelihood or a particle count the mesh does not divide.
         """
         if self.score is None:
-            raise ValueError("`score` must be given to `SMC(score, sde, ...)` for `run`; got None.")
+            raise ValueError(
+                "`score` must be given to `SMC(score, sde, ...)` for `run_likelihood`; got None."
+            )
         if not isinstance(grid, Grid):
             raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
         if not callable(log_likelihood):
@@ -374,8 +413,9 @@ class SMC(eqx.Module):
         key: PRNGKeyArray,
         mesh=None,
     ) -> SMCResult:
-        r"""[`run`][numpyro_fsdiff.inverse.SMC.run] for $y = A x + \sigma\varepsilon$ with a
-        known $\sigma$: the likelihood $N(y; Ax, \sigma^2 I)$ of
+        r"""[`run_likelihood`][numpyro_fsdiff.inverse.SMC.run_likelihood] for
+        $y = A x + \sigma\varepsilon$ with a known $\sigma$: the likelihood
+        $N(y; Ax, \sigma^2 I)$ of
         [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood].
 
         **Raises:** `ValueError` for an inferred noise level, or data of the wrong shape.
@@ -385,7 +425,7 @@ class SMC(eqx.Module):
                 f"`noise` must be a GaussianNoise with a known sigma for SMC; got {noise!r}."
             )
         likelihood = GaussianLikelihood(y, operator, grid, noise.sigma)
-        return self.run(likelihood, grid, key=key, mesh=mesh)
+        return self.run_likelihood(likelihood, grid, key=key, mesh=mesh)
 
     def run_model(
         self, model: Callable, *args, key: PRNGKeyArray, mesh=None, **kwargs
@@ -405,7 +445,7 @@ class SMC(eqx.Module):
 
         - `model`: the NumPyro model.
         - `*args`, `**kwargs`: its arguments (the data included).
-        - `key`, `mesh`: as for [`run`][numpyro_fsdiff.inverse.SMC.run].
+        - `key`, `mesh`: as for [`run_likelihood`][numpyro_fsdiff.inverse.SMC.run_likelihood].
 
         **Returns:** `(name, result)`: the prior site's name and the
         [`SMCResult`][numpyro_fsdiff.inverse.SMCResult].
@@ -442,7 +482,7 @@ class SMC(eqx.Module):
                     total = total + value
             return total
 
-        return name, sampler.run(log_likelihood, prior.grid, key=key, mesh=mesh)
+        return name, sampler.run_likelihood(log_likelihood, prior.grid, key=key, mesh=mesh)
 
 
 def _diffusion_site(model, args, kwargs):
@@ -599,19 +639,3 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
     resampled = jnp.concatenate([resampled, resampled_last[None]])
     return x, jnp.exp(log_w), log_z, ess, resampled, ancestors
 
-
-def weighted_quantile(values: Array, weights: Array, q) -> Array:
-    """Quantiles of a weighted sample along axis 0 (the inverse of the weighted CDF, with
-    the CDF taken at the midpoints of the sorted values' weights)."""
-    values = np.asarray(values)
-    weights = np.asarray(weights, dtype=np.float64)
-    order = np.argsort(values, axis=0)
-    sorted_values = np.take_along_axis(values, order, axis=0)
-    sorted_weights = weights[order]
-    cdf = np.cumsum(sorted_weights, axis=0) - 0.5 * sorted_weights
-    flat_v = sorted_values.reshape(values.shape[0], -1)
-    flat_c = cdf.reshape(values.shape[0], -1)
-    out = np.stack(
-        [np.interp(q, flat_c[:, j], flat_v[:, j]) for j in range(flat_v.shape[1])], axis=-1
-    )
-    return out.reshape(np.shape(q) + values.shape[1:])
