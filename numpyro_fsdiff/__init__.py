@@ -31,7 +31,6 @@ from ._loss import NoisePredictionScore as NoisePredictionScore
 from ._loss import dsm_loss as dsm_loss
 from ._pretrained import pretrained as pretrained
 from ._prior import DiffusionPrior as DiffusionPrior
-from ._sample import DEFAULT_STEPS as DEFAULT_STEPS
 from ._sample import SampleInfo as SampleInfo
 from ._sample import sample as sample
 from ._sample import sample_one as sample_one
@@ -44,9 +43,9 @@ from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate
 from ._sharding import shard_leading_axis as shard_leading_axis
 from ._solver_comparison import compare_solvers as compare_solvers
-from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
-from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
-from ._solvers import resolve_solver as resolve_solver
+from ._solvers import SolvePlan as SolvePlan
+from ._solvers import SolverConfig as SolverConfig
+from ._solvers import time_grid as time_grid
 from ._terms import ColouredNoiseTerm as ColouredNoiseTerm
 from ._terms import SteppedBrownianPath as SteppedBrownianPath
 from ._terms import brownian_motion as brownian_motion
@@ -56,3 +55,26 @@ from ._training import heldout_loss as heldout_loss
 from ._training import train as train
 
 __version__ = importlib.metadata.version("numpyro_fsdiff")
+
+_DEPRECATED = {
+    "DEFAULT_STEPS": "SolverConfig's defaults",
+    "ODE_SOLVER_NAMES": "SolverConfig",
+    "SDE_SOLVER_NAMES": "SolverConfig",
+    "resolve_solver": "SolverConfig(...).resolve_solver(kind)",
+}
+
+
+def __getattr__(name: str):
+    if name in _DEPRECATED:
+        import warnings
+
+        from . import _solvers
+
+        warnings.warn(
+            f"numpyro_fsdiff.{name} is deprecated (use {_DEPRECATED[name]}); it moves to "
+            f"numpyro_fsdiff._solvers.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_solvers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
