@@ -17,6 +17,10 @@ from ._classifier import load_classifier as load_classifier
 from ._classifier import train_classifier as train_classifier
 from ._corrector import LangevinTerm as LangevinTerm
 from ._corrector import PredictorCorrector as PredictorCorrector
+from ._exponential import DDIM as DDIM
+from ._exponential import DataPredictionTerm as DataPredictionTerm
+from ._exponential import DPMSolverPP as DPMSolverPP
+from ._exponential import DPMSolverPPSDE as DPMSolverPPSDE
 from ._flow import ProbabilityFlow as ProbabilityFlow
 from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid

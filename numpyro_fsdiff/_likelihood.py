@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Array, Field, Float, PRNGKeyArray, Scalar, ScalarLike
+from ._exponential import DataPredictionTerm, is_exponential
 from ._gaussian_field import GaussianField
 from ._grid import Grid
 from ._sde import VPSDE
@@ -279,16 +280,26 @@ class ProbabilityFlowODE(eqx.Module):
             raise ValueError(
                 f"`x` must be one field of shape {self.grid.shape}; got {jnp.shape(x)}."
             )
-        if with_divergence:
+        plan = self.config.plan(
+            self.sde, t0, t1, kind="ode", default_adjoint=diffrax.RecursiveCheckpointAdjoint()
+        )
+        exponential = is_exponential(plan.solver)
+        if with_divergence and exponential:
+            raise ValueError(
+                f"`solver`: the exponential integrator {type(plan.solver).__name__} solves the "
+                "state only; log-densities integrate the divergence with the flow, so use a "
+                "Runge-Kutta solver for them (e.g. 'heun' on time_grid='log-snr')."
+            )
+        if exponential:
+            term = DataPredictionTerm(self._score, self.sde)
+            y0 = x
+        elif with_divergence:
             zero = jnp.zeros((), jnp.result_type(x))
             term = diffrax.ODETerm(self._augmented)
             y0 = (x, zero, zero)
         else:
             term = self.sde.probability_flow_term(self._score)
             y0 = x
-        plan = self.config.plan(
-            self.sde, t0, t1, kind="ode", default_adjoint=diffrax.RecursiveCheckpointAdjoint()
-        )
         solution = plan.diffeqsolve(term, y0)
         ys = jax.tree.map(lambda a: a[-1], solution.ys)
         if with_divergence:

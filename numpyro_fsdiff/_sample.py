@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from ._corrector import LangevinTerm, PredictorCorrector
 from ._custom_types import Array, Field, Float, Int, PRNGKeyArray, ScalarLike
+from ._exponential import DataPredictionTerm, is_exponential
 from ._grid import Grid
 from ._sde import VPSDE, Score
 from ._sharding import check_divisible, map_blocks, shard_leading_axis
@@ -69,7 +70,7 @@ def score_evaluations_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int
     if isinstance(solver, PredictorCorrector):
         per_step, initial = score_evaluations_per_step(solver.predictor)
         return per_step + solver.corrector_steps, initial
-    if isinstance(solver, (diffrax.Euler, diffrax.EulerHeun)):
+    if isinstance(solver, (diffrax.Euler, diffrax.EulerHeun)) or is_exponential(solver):
         return 1, 0
     if isinstance(solver, diffrax.AbstractRungeKutta):
         stages = len(solver.tableau.c) + 1
@@ -123,6 +124,11 @@ def _plan(sde: VPSDE, config: SolverConfig, *, method, t_eps, denoise, corrector
         predictor = config.resolve_solver("sde")
         if not isinstance(predictor, PredictorCorrector):
             predictor = PredictorCorrector(predictor, corrector_steps=corrector_steps, snr=snr)
+        if is_exponential(predictor.predictor):
+            raise ValueError(
+                "`solver`: method='pc' takes a Runge-Kutta or Euler predictor; got the "
+                f"exponential integrator {type(predictor.predictor).__name__}."
+            )
         if needs_time_reversal(predictor):
             # The SRK predictors must be re-posed in s = -t (Diffrax issue 598), which hides
             # the corrector's Langevin term from PredictorCorrector.
@@ -142,11 +148,16 @@ def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
     if x_T is None:
         x_T = sde.covariance.sample(key_init, grid)
     solve = plan.solve
+    exponential = is_exponential(solve.solver)
     if plan.method == "ode":
-        terms = sde.probability_flow_term(score)
+        terms = DataPredictionTerm(score, sde) if exponential else sde.probability_flow_term(score)
     else:
         brownian = solve.brownian_motion(key_noise, grid.shape)
-        terms = sde.reverse_terms(score, brownian, grid)
+        if exponential:
+            prediction = DataPredictionTerm(score, sde)
+            terms = diffrax.MultiTerm(prediction, sde.noise_term(brownian, grid))
+        else:
+            terms = sde.reverse_terms(score, brownian, grid)
         if plan.method == "pc":
             # Keyed by step index, like the predictor's path: the sample depends only on its key.
             corrector_noise = solve.brownian_motion(

@@ -20,6 +20,7 @@ is run, with the time-reversal workaround the SRK solvers need (Diffrax issue 59
 """
 
 import warnings
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -59,8 +60,8 @@ EDM_RHO = 7.0
 """The exponent $\\rho$ of the `"edm"` time grid (Karras et al. 2022)."""
 
 
-def register_solver(name: str, cls: type, kinds: tuple[str, ...]) -> None:
-    """Make `name` a shortcut for the solver class `cls` in the solves of `kinds`."""
+def register_solver(name: str, cls: Callable, kinds: tuple[str, ...]) -> None:
+    """Make `name` a shortcut for `cls()` (a solver class or factory) in solves of `kinds`."""
     _SOLVERS[name] = cls
     for kind in kinds:
         if name not in _NAMES[kind]:
@@ -619,3 +620,7 @@ def solve(
     """
     plan = config.plan(sde, t0, t1, kind=kind, default_adjoint=default_adjoint)
     return plan.diffeqsolve(terms, y0, saveat=saveat)
+
+
+# The exponential integrators register their names ("ddim", "dpm++2m", ...) on import.
+from . import _exponential  # noqa: E402, F401
