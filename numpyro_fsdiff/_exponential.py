@@ -63,7 +63,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from diffrax._term import WrapTerm
 
-from ._custom_types import Field, Scalar
+from ._custom_types import BatchedField, Scalar
 from ._solvers import register_solver
 
 
@@ -81,7 +81,7 @@ class DataPredictionTerm(diffrax.AbstractTerm):
     score: Callable
     sde: eqx.Module
 
-    def vf(self, t, y, args) -> Field:
+    def vf(self, t, y, args) -> BatchedField:
         mean, std = self.sde.marginal_coefficients(t)
         return (y + std**2 * self.score(y, t)) / mean
 
@@ -100,8 +100,8 @@ def _unwrap(term):
 
 
 class _ExponentialState(eqx.Module):
-    prev1: Field  # x0_hat of the previous step
-    prev2: Field  # x0_hat of the step before
+    prev1: BatchedField  # x0_hat of the previous step
+    prev2: BatchedField  # x0_hat of the step before
     h1: Scalar  # lambda step of the previous step
     h2: Scalar
     count: Scalar  # steps taken

@@ -184,6 +184,89 @@ def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
 _solve_jit = eqx.filter_jit(_solve)
 
 
+def batched_score(score: Score):
+    """`(xs, t) -> S(xs, t)` on a batch of fields at one time: the score's own
+    `batched(xs, ts)` when it has one (networks: one call on the batch), else `jax.vmap`."""
+    if hasattr(score, "batched"):
+        return lambda xs, t: score.batched(xs, jnp.full(xs.shape[:1], t, dtype=xs.dtype))
+    return jax.vmap(score, in_axes=(0, None))
+
+
+class _BatchedPath(diffrax.AbstractBrownianPath):
+    """Per-sample Brownian paths (a pytree with a leading batch axis) evaluated together:
+    sample `i` sees exactly the increments of its own path."""
+
+    paths: diffrax.AbstractBrownianPath
+
+    @property
+    def levy_area(self):
+        return self.paths.levy_area
+
+    @property
+    def t0(self):
+        return -jnp.inf
+
+    @property
+    def t1(self):
+        return jnp.inf
+
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        out = jax.vmap(lambda p: p.evaluate(t0, t1, left, use_levy))(self.paths)
+        if isinstance(out, diffrax.AbstractBrownianIncrement):
+            out = eqx.tree_at(lambda a: a.dt, out, out.dt[0])
+        return out
+
+
+def _can_batch(plan: _Plan) -> bool:
+    """Whether the batch can be solved as one state: fixed steps (the same for every sample),
+    no corrector, no SRK (whose Lévy areas carry per-sample step sizes)."""
+    solver = plan.solve.solver
+    return (
+        not plan.solve.adaptive
+        and plan.method in ("sde", "ode")
+        and not needs_time_reversal(solver)
+    )
+
+
+def _solve_batch(score: Score, sde: VPSDE, grid: Grid, keys, plan: _Plan):
+    """All samples of `keys` as one state `(batch, n1, n2)`: the score runs once per stage on
+    the batch. The same draws as `_solve` per key (same keys, same noise, same steps)."""
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    key_init, key_noise = split[:, 0], split[:, 1]
+    x_T = jax.vmap(lambda k: sde.covariance.sample(k, grid))(key_init)
+    solve = plan.solve
+    scores = batched_score(score)
+    exponential = is_exponential(solve.solver)
+    if plan.method == "ode":
+        if exponential:
+            terms = DataPredictionTerm(scores, sde)
+        else:
+            terms = sde.probability_flow_term(scores)
+    else:
+        paths = jax.vmap(lambda k: solve.brownian_motion(k, grid.shape))(key_noise)
+        brownian = _BatchedPath(paths)
+        if exponential:
+            terms = diffrax.MultiTerm(
+                DataPredictionTerm(scores, sde), sde.noise_term(brownian, grid)
+            )
+        else:
+            terms = sde.reverse_terms(scores, brownian, grid)
+    solution = solve.diffeqsolve(terms, x_T)
+    x = solution.ys[-1]
+    if plan.denoise:
+        mean, std = sde.marginal_coefficients(plan.t_eps)
+        x = (x + std**2 * scores(x, plan.t_eps)) / mean
+    per_step, initial = score_evaluations_per_step(solve.solver)
+    batch = keys.shape[:1]
+    num_steps = jnp.broadcast_to(solution.stats["num_steps"], batch)
+    info = SampleInfo(
+        num_score_evaluations=initial + per_step * num_steps + int(plan.denoise),
+        num_accepted_steps=jnp.broadcast_to(solution.stats["num_accepted_steps"], batch),
+        num_rejected_steps=jnp.broadcast_to(solution.stats["num_rejected_steps"], batch),
+    )
+    return x, info
+
+
 _UNSET = object()
 _NEW_NAMES = {"num": "num_samples"}
 
@@ -271,10 +354,16 @@ def sample_one(
 
 
 @eqx.filter_jit
-def _sample_batch(score, sde, grid, keys, plan, batch_size, mesh=None):
+def _sample_batch(score, sde, grid, keys, plan, batch_size, mesh=None, as_one_state=False):
     one = lambda k: _solve(score, sde, grid, k, None, plan)  # noqa: E731
 
     def block(keys):
+        if as_one_state:
+            if batch_size is None or batch_size >= keys.shape[0]:
+                return _solve_batch(score, sde, grid, keys, plan)
+            blocks = keys.reshape((-1, batch_size) + keys.shape[1:])
+            out = jax.lax.map(lambda k: _solve_batch(score, sde, grid, k, plan), blocks)
+            return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
         if batch_size is None or batch_size >= keys.shape[0]:
             return jax.vmap(one)(keys)
         return jax.lax.map(one, keys, batch_size=batch_size)
@@ -304,6 +393,7 @@ def sample(
     adjoint: diffrax.AbstractAdjoint | None = None,
     brownian_tol: ScalarLike | None = None,
     mesh: Mesh | None = None,
+    as_one_state: bool | None = None,
     num: int | np.integer | None = None,
     chunk_size=_UNSET,
 ) -> tuple[Float[Array, "num_samples n1 n2"], SampleInfo]:
@@ -365,6 +455,14 @@ def sample(
       global array sharded the same way. Each sample depends only on its key, so these are
       the samples of `mesh=None`.
 
+    - `as_one_state`: solve each batch of `batch_size` samples as one state of shape
+      `(batch_size, n1, n2)`, so the score runs once per stage on the batch (through its
+      `batched(xs, ts)` when it has one, as
+      [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore] and the FNO do): the fast
+      path. The draws are those of the per-sample path (same keys,
+      noise and steps). `None` (default): whenever possible (fixed steps, `"sde"` or `"ode"`,
+      a non-SRK solver, no mesh, `num_samples` a multiple of `batch_size`).
+
     Deprecated (one release, with a `DeprecationWarning`): the key and the number of samples
     passed positionally (`sample(score, sde, grid, key, num)`), `num=` and `chunk_size=`.
 
@@ -424,5 +522,13 @@ def sample(
     if mesh is not None:
         check_divisible("num_samples", num_samples, mesh)
         keys = shard_leading_axis(keys, mesh)
-    return _sample_batch(score, sde, grid, keys, plan, batch_size, mesh)
+    if as_one_state is None:
+        as_one_state = mesh is None and _can_batch(plan)
+    elif as_one_state and not _can_batch(plan):
+        raise ValueError(
+            "`as_one_state`=True needs fixed steps, method 'sde' or 'ode' and a non-SRK solver."
+        )
+    if as_one_state and batch_size is not None and num_samples % batch_size:
+        as_one_state = False  # equal blocks only; the per-sample path handles the remainder
+    return _sample_batch(score, sde, grid, keys, plan, batch_size, mesh, bool(as_one_state))
 

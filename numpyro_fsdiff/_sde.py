@@ -148,16 +148,16 @@ class VPSDE(eqx.Module):
         mean, std = self.marginal_coefficients(jnp.asarray(t)[..., None, None])
         return mean * x0 + std * eta, eta
 
-    def drift(self, t: ScalarLike, x: Field) -> Field:
+    def drift(self, t: ScalarLike, x: BatchedField) -> BatchedField:
         r"""The forward drift $-\tfrac12 \beta(t) x$."""
         return -0.5 * self.beta(t) * x
 
-    def reverse_drift(self, t: ScalarLike, x: Field, score: Score) -> Field:
+    def reverse_drift(self, t: ScalarLike, x: BatchedField, score: Score) -> BatchedField:
         r"""The reverse-SDE drift $-\tfrac12 \beta(t) x - \beta(t) S(x, t)$ (integrated from
         $T$ down to $t_\varepsilon$)."""
         return self.drift(t, x) - self.beta(t) * score(x, t)
 
-    def probability_flow(self, t: ScalarLike, x: Field, score: Score) -> Field:
+    def probability_flow(self, t: ScalarLike, x: BatchedField, score: Score) -> BatchedField:
         r"""The probability-flow ODE's vector field $-\tfrac12 \beta(t)\,[x + S(x, t)]$."""
         return self.drift(t, x) - 0.5 * self.beta(t) * score(x, t)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._covariance import AbstractCovariance
-from ._custom_types import Array, Field, Float, Scalar, ScalarLike
+from ._custom_types import Array, BatchedField, Float, Scalar, ScalarLike
 from ._grid import Grid
 
 
@@ -51,7 +51,7 @@ class ColouredNoiseTerm(diffrax.AbstractTerm):
             return colour(increment)
         return eqx.tree_at(parts, increment, tuple(colour(p) for p in parts(increment)))
 
-    def prod(self, vf: Scalar, control) -> Field:
+    def prod(self, vf: Scalar, control) -> BatchedField:
         return vf * control
 
 

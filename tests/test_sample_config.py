@@ -220,3 +220,29 @@ def test_solve_runs_a_configured_diffrax_solve():
     solution = plan.diffeqsolve(terms, jnp.ones(GRID.shape))
     assert solution.ys.shape == (1, 8, 8) and int(solution.stats["num_steps"]) == 4
     assert bool(jnp.all(jnp.isfinite(solution.ys)))
+
+
+@pytest.mark.parametrize("method, solver", [("sde", "euler"), ("ode", "heun"),
+                                            ("sde", "dpm++2m-sde"), ("ode", "dpm++2m")])
+def test_batched_path_gives_the_per_sample_draws(method, solver):
+    """The fast path (the batch as one state, the network's `batched(xs, ts)` once per stage)
+    gives the draws of the per-sample path, with a network score (FNO) and blocks of 3."""
+    from numpyro_fsdiff.nn import FNO
+
+    sde, _ = _problem()
+    score = fs.NoisePredictionScore(FNO(modes=4, width=8, depth=1, key=jax.random.key(0)), sde)
+    xs = jax.random.normal(jax.random.key(1), (3, 8, 8))
+    ts = jnp.asarray([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(score.batched(xs, ts), jax.vmap(score)(xs, ts), rtol=1e-5,
+                               atol=1e-5)
+    config = fs.SolverConfig(solver, steps=5, time_grid="log-snr")
+    kwargs = dict(key=jax.random.key(1), num_samples=6, batch_size=3, method=method,
+                  solver=config)
+    fast, info = fs.sample(score, sde, GRID, as_one_state=True, **kwargs)
+    slow, slow_info = fs.sample(score, sde, GRID, as_one_state=False, **kwargs)
+    scale = float(jnp.max(jnp.abs(slow)))
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(info.num_score_evaluations, slow_info.num_score_evaluations)
+    with pytest.raises(ValueError, match=r"`as_one_state`=True needs fixed steps"):
+        fs.sample(score, sde, GRID, key=jax.random.key(1), num_samples=2, method="pc",
+                  steps=3, as_one_state=True)
