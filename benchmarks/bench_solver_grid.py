@@ -29,7 +29,7 @@ SOLVERS = {
     "sde": ["euler", "dpm++2m-sde"],
 }
 GRIDS = ["uniform", "log-snr", "edm"]
-BUDGETS = [8, 16, 32, 64]  # score evaluations of the solve (Tweedie step not counted)
+BUDGETS = [8, 16, 32]  # score evaluations of the solve (Tweedie step not counted)
 
 
 def main():
