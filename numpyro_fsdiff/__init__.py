@@ -16,6 +16,10 @@ from ._classifier import classifier_accuracy as classifier_accuracy
 from ._classifier import load_classifier as load_classifier
 from ._corrector import LangevinTerm as LangevinTerm
 from ._corrector import PredictorCorrector as PredictorCorrector
+from ._exponential import DDIM as DDIM
+from ._exponential import DataPredictionTerm as DataPredictionTerm
+from ._exponential import DPMSolverPP as DPMSolverPP
+from ._exponential import DPMSolverPPSDE as DPMSolverPPSDE
 from ._flow import ProbabilityFlow as ProbabilityFlow
 from ._gaussian_field import GaussianField as GaussianField
 from ._grid import Grid as Grid
@@ -34,7 +38,6 @@ from ._loss import band_limited_noise as band_limited_noise
 from ._loss import dsm_loss as dsm_loss
 from ._pretrained import pretrained as pretrained
 from ._prior import DiffusionPrior as DiffusionPrior
-from ._sample import DEFAULT_STEPS as DEFAULT_STEPS
 from ._sample import SampleInfo as SampleInfo
 from ._sample import sample as sample
 from ._sample import sample_one as sample_one
@@ -46,9 +49,9 @@ from ._sharding import map_blocks as map_blocks
 from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate
 from ._sharding import shard_leading_axis as shard_leading_axis
-from ._solvers import ODE_SOLVER_NAMES as ODE_SOLVER_NAMES
-from ._solvers import SDE_SOLVER_NAMES as SDE_SOLVER_NAMES
-from ._solvers import resolve_solver as resolve_solver
+from ._solvers import SolvePlan as SolvePlan
+from ._solvers import SolverConfig as SolverConfig
+from ._solvers import time_grid as time_grid
 from ._spectrum import covariance_power_spectrum as covariance_power_spectrum
 from ._spectrum import plot_power_spectra as plot_power_spectra
 from ._spectrum import radial_power_spectrum as radial_power_spectrum
@@ -81,12 +84,19 @@ _MOVED_TO_CLI = {
     "compare_solvers": "numpyro_fsdiff.cli",
     "train_classifier": "numpyro_fsdiff.cli",
 }
+# Solver registries that `SolverConfig` replaced; deprecated for one release.
+_DEPRECATED_SOLVER_NAMES = {
+    "DEFAULT_STEPS": "SolverConfig's defaults",
+    "ODE_SOLVER_NAMES": "SolverConfig",
+    "SDE_SOLVER_NAMES": "SolverConfig",
+    "resolve_solver": "SolverConfig(...).resolve_solver(kind)",
+}
 
 
 def __getattr__(name: str):
-    if name in _MOVED_TO_CLI:
-        import warnings
+    import warnings
 
+    if name in _MOVED_TO_CLI:
         where = _MOVED_TO_CLI[name]
         warnings.warn(
             f"`numpyro_fsdiff.{name}` moved to `{where}.{name}` (the application package); "
@@ -95,4 +105,14 @@ def __getattr__(name: str):
             stacklevel=2,
         )
         return getattr(importlib.import_module(where), name)
+    if name in _DEPRECATED_SOLVER_NAMES:
+        from . import _solvers
+
+        warnings.warn(
+            f"`numpyro_fsdiff.{name}` is deprecated (use {_DEPRECATED_SOLVER_NAMES[name]}); "
+            "the old name will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_solvers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,11 @@
 r"""The probability-flow ODE as a NumPyro transform from the Gaussian latent to the data."""
 
 import diffrax
+import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions.transforms import Transform
 
-from ._custom_types import Array, Float, PRNGKeyArray
+from ._custom_types import Array, Float, PRNGKeyArray, ScalarLike
 from ._grid import Grid
 from ._likelihood import (
     AbstractDivergence,
@@ -49,16 +50,18 @@ class ProbabilityFlow(Transform):
     - `score`: the Q-preconditioned score $S(x, t)$ on one field and a scalar time.
     - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE] (its covariance is $Q$, its `T` the latent time).
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid]; fields have shape `(..., n1, n2)`.
-    - `solver`: an ODE solver name of `ODE_SOLVER_NAMES` or a Diffrax solver (`"tsit5"`).
-    - `steps`, `rtol`, `atol`: fixed steps or adaptive tolerances, as for
-      [`ProbabilityFlowODE`][numpyro_fsdiff.ProbabilityFlowODE] (default: adaptive, 1e-5).
+    - `solver`: a [`SolverConfig`][numpyro_fsdiff.SolverConfig], an ODE solver name or a
+      Diffrax solver (`"tsit5"`).
+    - `steps`, `rtol`, `atol`: shortcuts for `SolverConfig`'s fixed steps or adaptive
+      tolerances, as for [`ProbabilityFlowODE`][numpyro_fsdiff.ProbabilityFlowODE] (default:
+      adaptive, 1e-5).
     - `t_eps`: the data time $t_\varepsilon$.
     - `divergence`: `"exact"`, `"hutchinson"` or an
       [`AbstractDivergence`][numpyro_fsdiff.AbstractDivergence], used by
       `log_abs_det_jacobian`.
     - `num_probes`, `key`: Hutchinson probes (drawn once, here).
     - `adjoint`: the Diffrax adjoint (see above).
-    - `max_steps`: the step budget of adaptive solves.
+    - `max_steps`: the step budget of adaptive solves (default 4096).
 
     !!! example
 
@@ -87,15 +90,15 @@ class ProbabilityFlow(Transform):
         grid,
         *,
         solver="tsit5",
-        steps: int | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        t_eps: float = 1e-3,
+        steps: int | np.integer | None = None,
+        rtol: ScalarLike | None = None,
+        atol: ScalarLike | None = None,
+        t_eps: ScalarLike = 1e-3,
         divergence: str | AbstractDivergence = "exact",
         num_probes: int = 1,
         key: PRNGKeyArray | None = None,
         adjoint: diffrax.AbstractAdjoint | None = None,
-        max_steps: int = 4096,
+        max_steps: int | np.integer | None = None,
     ):
         if not isinstance(grid, Grid):
             raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")

@@ -24,19 +24,16 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._custom_types import Array, Field, Float, PRNGKeyArray, Scalar
+from ._custom_types import Array, Field, Float, PRNGKeyArray, Scalar, ScalarLike
+from ._exponential import DataPredictionTerm, is_exponential
 from ._gaussian_field import GaussianField
 from ._grid import Grid
 from ._sde import VPSDE
-from ._solvers import has_error_estimate, resolve_solver
-from ._validation import check_positive
+from ._solvers import SolverConfig, as_config, check_t_eps
 
 Score = Callable[[Field, Scalar], Field]
-
-DEFAULT_TOLERANCE = 1e-5
-"""`rtol = atol` of the default adaptive probability-flow solve."""
-
 
 class AbstractDivergence(eqx.Module):
     r"""A rule for the divergence $\operatorname{div} F = \operatorname{tr}\,\partial F/\partial x$
@@ -180,12 +177,13 @@ class ProbabilityFlowODE(eqx.Module):
       [`GaussianScore`][numpyro_fsdiff.GaussianScore]).
     - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE]; its covariance is $Q$.
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid] of the fields.
-    - `solver`: a name of `ODE_SOLVER_NAMES` or a Diffrax ODE solver.
-    - `steps`: a number of fixed steps over $[t_\varepsilon, T]$ (with `rtol`/`atol` given
-      too: adaptive steps starting from this step size).
-    - `rtol`, `atol`: tolerances of adaptive steps with `diffrax.PIDController` (a missing one
-      takes the other's value). With neither `steps` nor tolerances: adaptive with
-      `rtol = atol = 1e-5`. Adaptive steps need a solver with an error estimate.
+    - `solver`: a [`SolverConfig`][numpyro_fsdiff.SolverConfig], an ODE solver name or a
+      Diffrax ODE solver (default `"tsit5"`).
+    - `steps`, `rtol`, `atol`, `adjoint`, `max_steps`: shortcuts for the fields of
+      `SolverConfig` (not with a `SolverConfig`): fixed steps over $[t_\varepsilon, T]$ on the
+      config's time grid, or adaptive tolerances. With neither `steps` nor tolerances: adaptive
+      at `rtol = atol = 1e-5` for a solver with an error estimate, else 500 fixed steps (the
+      defaults of `SolverConfig`, the same as in `sample`).
     - `t_eps`: the data time $t_\varepsilon$, `0 < t_eps < T`.
     - `divergence`: an [`AbstractDivergence`][numpyro_fsdiff.AbstractDivergence].
     - `adjoint`: the Diffrax adjoint. The default `diffrax.RecursiveCheckpointAdjoint()`
@@ -199,14 +197,9 @@ class ProbabilityFlowODE(eqx.Module):
     score: Score
     sde: VPSDE
     grid: Grid = eqx.field(static=True)
-    solver: diffrax.AbstractSolver
-    stepsize_controller: diffrax.AbstractStepSizeController
-    steps: int | None = eqx.field(static=True)
-    adaptive: bool = eqx.field(static=True)
+    config: SolverConfig
     t_eps: float = eqx.field(static=True)
     divergence: AbstractDivergence
-    adjoint: diffrax.AbstractAdjoint
-    max_steps: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -215,13 +208,13 @@ class ProbabilityFlowODE(eqx.Module):
         grid,
         *,
         solver="tsit5",
-        steps: int | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        t_eps: float = 1e-3,
+        steps: int | np.integer | None = None,
+        rtol: ScalarLike | None = None,
+        atol: ScalarLike | None = None,
+        t_eps: ScalarLike = 1e-3,
         divergence: AbstractDivergence | None = None,
         adjoint: diffrax.AbstractAdjoint | None = None,
-        max_steps: int = 4096,
+        max_steps: int | np.integer | None = None,
     ):
         if not callable(score):
             raise ValueError(f"`score` must be a callable (x, t) -> S(x, t); got {score!r}.")
@@ -229,31 +222,12 @@ class ProbabilityFlowODE(eqx.Module):
             raise ValueError(f"`sde` must be a numpyro_fsdiff.VPSDE; got {sde!r}.")
         if not isinstance(grid, Grid):
             raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
-        solver = resolve_solver(solver, kind="ode")
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
-        ):
-            raise ValueError(f"`steps` must be an int >= 1 or None; got {steps!r}.")
-        adaptive = rtol is not None or atol is not None or steps is None
-        if adaptive:
-            if not has_error_estimate(solver):
-                raise ValueError(
-                    f"`solver`={type(solver).__name__} has no error estimate, so adaptive steps "
-                    "are not possible; pass fixed `steps` (and no `rtol`/`atol`)."
-                )
-            rtol = atol if rtol is None else rtol
-            atol = rtol if atol is None else atol
-            rtol = DEFAULT_TOLERANCE if rtol is None else rtol
-            atol = DEFAULT_TOLERANCE if atol is None else atol
-            check_positive("rtol", rtol)
-            check_positive("atol", atol)
-            controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        else:
-            controller = diffrax.ConstantStepSize()
-        if not isinstance(t_eps, (int, float)) or not 0 < t_eps < sde.T:
-            raise ValueError(f"`t_eps` must be a float with 0 < t_eps < T={sde.T}; got {t_eps!r}.")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be an int >= 1; got {max_steps!r}.")
+        config = as_config(solver, steps=steps, rtol=rtol, atol=atol, adjoint=adjoint,
+                           max_steps=max_steps)
+        t_eps = check_t_eps(t_eps, sde.T)
+        # Fail now, not at the first solve, for a solver of the wrong kind or adaptive steps
+        # without an error estimate.
+        config.plan(sde, sde.T, t_eps, kind="ode")
         if divergence is None:
             divergence = ExactDivergence()
         if not isinstance(divergence, AbstractDivergence):
@@ -261,14 +235,9 @@ class ProbabilityFlowODE(eqx.Module):
         self.score = score
         self.sde = sde
         self.grid = grid
-        self.solver = solver
-        self.stepsize_controller = controller
-        self.steps = steps
-        self.adaptive = adaptive
-        self.t_eps = float(t_eps)
+        self.config = config
+        self.t_eps = t_eps
         self.divergence = divergence
-        self.adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-        self.max_steps = max_steps if adaptive else steps
 
     @property
     def T(self) -> float:
@@ -311,26 +280,27 @@ class ProbabilityFlowODE(eqx.Module):
             raise ValueError(
                 f"`x` must be one field of shape {self.grid.shape}; got {jnp.shape(x)}."
             )
-        if with_divergence:
+        plan = self.config.plan(
+            self.sde, t0, t1, kind="ode", default_adjoint=diffrax.RecursiveCheckpointAdjoint()
+        )
+        exponential = is_exponential(plan.solver)
+        if with_divergence and exponential:
+            raise ValueError(
+                f"`solver`: the exponential integrator {type(plan.solver).__name__} solves the "
+                "state only; log-densities integrate the divergence with the flow, so use a "
+                "Runge-Kutta solver for them (e.g. 'heun' on time_grid='log-snr')."
+            )
+        if exponential:
+            term = DataPredictionTerm(self._score, self.sde)
+            y0 = x
+        elif with_divergence:
             zero = jnp.zeros((), jnp.result_type(x))
             term = diffrax.ODETerm(self._augmented)
             y0 = (x, zero, zero)
         else:
             term = self.sde.probability_flow_term(self._score)
             y0 = x
-        dt0 = None if self.steps is None else (t1 - t0) / self.steps  # first step if adaptive
-        solution = diffrax.diffeqsolve(
-            term,
-            self.solver,
-            t0,
-            t1,
-            dt0,
-            y0,
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=self.stepsize_controller,
-            adjoint=self.adjoint,
-            max_steps=self.max_steps,
-        )
+        solution = plan.diffeqsolve(term, y0)
         ys = jax.tree.map(lambda a: a[-1], solution.ys)
         if with_divergence:
             return FlowSolution(*ys)

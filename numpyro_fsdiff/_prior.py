@@ -5,10 +5,11 @@ import math
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions.util import validate_sample
 
-from ._custom_types import Array, Float, PRNGKeyArray
+from ._custom_types import Array, Float, PRNGKeyArray, ScalarLike
 from ._grid import Grid
 from ._likelihood import (
     AbstractDivergence,
@@ -19,18 +20,17 @@ from ._likelihood import (
     resolve_divergence,
     split_arrays,
 )
+from ._sample import _plan, sample
 from ._sde import VPSDE
+from ._solvers import SolverConfig, as_config
 from ._validation import check_field_shape, is_concrete
 
 
 class _SamplerSettings(eqx.Module):
-    """The arguments forwarded to [`numpyro_fsdiff.sample`] (all Python structure)."""
+    """What [`numpyro_fsdiff.sample`] is called with (the config's arrays are pytree data)."""
 
     method: str = eqx.field(static=True)
-    solver: object
-    steps: int | None = eqx.field(static=True)
-    rtol: float | None = eqx.field(static=True)
-    atol: float | None = eqx.field(static=True)
+    config: SolverConfig
     denoise: bool = eqx.field(static=True)
 
 
@@ -68,9 +68,12 @@ class DiffusionPrior(dist.Distribution):
     $\log(p_{t_\varepsilon}/\mu_Q)(x)$, $\mu_Q = N(0, Q)$, see
     [`log_prob_relative`][numpyro_fsdiff.DiffusionPrior.log_prob_relative].
 
-    The density solve is the probability-flow ODE with `solver`, `steps`, `rtol`, `atol` when
-    `method="ode"`; for the other methods (whose `solver` and `steps` are for the SDE) it uses
-    `density_solver` (Tsit5 by default) with adaptive steps at `rtol`/`atol` (default 1e-5).
+    The density solve is the probability-flow ODE with `solver` (a
+    [`SolverConfig`][numpyro_fsdiff.SolverConfig], or a name with the shortcuts `steps`, `rtol`,
+    `atol`) when `method="ode"`: the same solve as sampling. For the other methods, `solver`
+    and `steps` configure the SDE sampler only, and the density uses `density_solver` (a
+    `SolverConfig` or a name; Tsit5 by default) with the shortcuts `rtol`/`atol` (adaptive,
+    default 1e-5); give an adaptive SDE sampler as `solver=SolverConfig("shark", rtol=...)`.
     Gradients flow through the solve by `adjoint` (default
     `diffrax.RecursiveCheckpointAdjoint()`, reverse mode, which NUTS/HMC/SVI need; pass
     `diffrax.DirectAdjoint()` for forward mode too, e.g. Hessians).
@@ -86,13 +89,13 @@ class DiffusionPrior(dist.Distribution):
     - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE] the score belongs to.
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid] of the values.
     - `method`: `"ode"` (default), `"sde"` or `"pc"`, for `sample`.
-    - `solver`, `steps`, `rtol`, `atol`: the solver and steps (see above and
-      `numpyro_fsdiff.sample`).
+    - `solver`, `steps`, `rtol`, `atol`: the solve (see above and `numpyro_fsdiff.sample`).
     - `t_eps`: the data time $t_\varepsilon$.
     - `divergence`: `"exact"` (default), `"hutchinson"` or an
       [`AbstractDivergence`][numpyro_fsdiff.AbstractDivergence].
     - `num_probes`, `key`: Hutchinson probes (default `key=jax.random.key(0)`).
-    - `density_solver`: the ODE solver of the density when `method != "ode"`.
+    - `density_solver`: the ODE solve of the density when `method != "ode"` (a name or a
+      `SolverConfig`).
     - `denoise`: apply the Tweedie step after sampling (the samples then no longer follow
       the law of `log_prob`).
     - `adjoint`, `max_steps`: for the density solve.
@@ -134,17 +137,17 @@ class DiffusionPrior(dist.Distribution):
         *,
         method: str = "ode",
         solver=None,
-        steps: int | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        t_eps: float = 1e-3,
+        steps: int | np.integer | None = None,
+        rtol: ScalarLike | None = None,
+        atol: ScalarLike | None = None,
+        t_eps: ScalarLike = 1e-3,
         divergence: str | AbstractDivergence = "exact",
         num_probes: int = 1,
         key: PRNGKeyArray | None = None,
         density_solver=None,
         denoise: bool = False,
         adjoint: diffrax.AbstractAdjoint | None = None,
-        max_steps: int = 4096,
+        max_steps: int | np.integer | None = None,
         validate_args=None,
     ):
         if not isinstance(grid, Grid):
@@ -152,16 +155,22 @@ class DiffusionPrior(dist.Distribution):
         if method not in ("ode", "sde", "pc"):
             raise ValueError(f"`method` must be 'ode', 'sde' or 'pc'; got {method!r}.")
         if method == "ode":
-            density = dict(
-                solver="tsit5" if solver is None else solver, steps=steps, rtol=rtol, atol=atol
-            )
+            # One probability-flow solve for sampling and density.
+            config = as_config(solver, steps=steps, rtol=rtol, atol=atol)
+            density = config
         else:
-            density = dict(
-                solver="tsit5" if density_solver is None else density_solver,
-                steps=None,
+            # `solver`/`steps` drive the sampler; `rtol`/`atol` only the density's ODE solve.
+            config = as_config(solver, steps=steps)
+            density = as_config(
+                "tsit5" if density_solver is None else density_solver,
+                name="density_solver",
                 rtol=rtol,
                 atol=atol,
             )
+            # Fail now, not at the first `.sample()`, for a sampler configuration that
+            # cannot work (e.g. adaptive steps with a solver without an error estimate).
+            _plan(sde, config, method=method, t_eps=t_eps, denoise=denoise,
+                  corrector_steps=1, snr=0.16)
         ode = ProbabilityFlowODE(
             score,
             sde,
@@ -170,9 +179,9 @@ class DiffusionPrior(dist.Distribution):
             divergence=resolve_divergence(divergence, grid, num_probes=num_probes, key=key),
             adjoint=adjoint,
             max_steps=max_steps,
-            **density,
+            solver=density,
         )
-        sampler = _SamplerSettings(method, solver, steps, rtol, atol, bool(denoise))
+        sampler = _SamplerSettings(method, config, bool(denoise))
         self._arrays, self._static = split_arrays((ode, sampler))
         super().__init__(batch_shape=(), event_shape=grid.shape, validate_args=validate_args)
 
@@ -180,6 +189,10 @@ class DiffusionPrior(dist.Distribution):
     def ode(self) -> ProbabilityFlowODE:
         """The [`ProbabilityFlowODE`][numpyro_fsdiff.ProbabilityFlowODE] of the density."""
         return join_arrays(self._arrays, self._static)[0]
+
+    @property
+    def _settings(self) -> _SamplerSettings:
+        return join_arrays(self._arrays, self._static)[1]
 
     @property
     def grid(self) -> Grid:
@@ -198,9 +211,7 @@ class DiffusionPrior(dist.Distribution):
         return self._static.value[0].t_eps
 
     def sample(self, key: PRNGKeyArray, sample_shape=()) -> Float[Array, "*sample n1 n2"]:
-        from ._sample import sample
-
-        settings = self._static.value[1]
+        settings = self._settings
         shape = tuple(int(n) for n in sample_shape) + self.batch_shape
         num = math.prod(shape)
         if num == 0:
@@ -210,13 +221,10 @@ class DiffusionPrior(dist.Distribution):
             ode.score,
             ode.sde,
             self.grid,
-            key,
-            num,
+            key=key,
+            num_samples=num,
             method=settings.method,
-            solver=settings.solver,
-            steps=settings.steps,
-            rtol=settings.rtol,
-            atol=settings.atol,
+            solver=settings.config,
             t_eps=self.t_eps,
             denoise=settings.denoise,
         )

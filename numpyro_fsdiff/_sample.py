@@ -5,29 +5,36 @@ $m_T \approx 0$) and integrates directly backwards in time, from $t_0 = T$ to $t
 with Diffrax.
 """
 
+import warnings
 from typing import Literal
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from ._corrector import LangevinTerm, PredictorCorrector
 from ._custom_types import Array, Field, Float, Int, PRNGKeyArray, ScalarLike
+from ._exponential import DataPredictionTerm, is_exponential
 from ._grid import Grid
 from ._sde import VPSDE, Score
 from ._sharding import check_divisible, map_blocks, shard_leading_axis
-from ._solvers import has_error_estimate, levy_area_for, resolve_solver
-from ._terms import SteppedBrownianPath, brownian_motion
-from ._validation import check_field_shape, check_positive
+from ._solvers import (
+    DEFAULT_STEPS,  # noqa: F401  (re-exported)
+    DEFAULT_TOLERANCE,  # noqa: F401  (re-exported)
+    SolvePlan,
+    SolverConfig,
+    as_config,
+    backward_sde_solve_args,  # noqa: F401  (re-exported for the DPS sampler)
+    check_t_eps,
+    needs_time_reversal,
+)
+from ._validation import check_data
 
 Method = Literal["sde", "ode", "pc"]
 
-DEFAULT_STEPS = 500
-"""Fixed steps used when neither `steps` nor tolerances are given (reverse SDE and PC)."""
-DEFAULT_TOLERANCE = 1e-5
-"""`rtol = atol` of the default adaptive probability-flow solve."""
 
 
 class SampleInfo(eqx.Module):
@@ -63,7 +70,7 @@ def score_evaluations_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int
     if isinstance(solver, PredictorCorrector):
         per_step, initial = score_evaluations_per_step(solver.predictor)
         return per_step + solver.corrector_steps, initial
-    if isinstance(solver, (diffrax.Euler, diffrax.EulerHeun)):
+    if isinstance(solver, (diffrax.Euler, diffrax.EulerHeun)) or is_exponential(solver):
         return 1, 0
     if isinstance(solver, diffrax.AbstractRungeKutta):
         stages = len(solver.tableau.c) + 1
@@ -94,218 +101,77 @@ def tweedie_denoise(score: Score, sde: VPSDE, x: Field, t: ScalarLike) -> Field:
 class _Plan(eqx.Module):
     """A checked sampling configuration (built once, outside jit)."""
 
-    solver: diffrax.AbstractSolver
-    controller: diffrax.AbstractStepSizeController
-    dt0: Float[Array, ""]
+    solve: SolvePlan
     method: str = eqx.field(static=True)
-    adaptive: bool = eqx.field(static=True)
     t_eps: float = eqx.field(static=True)
     denoise: bool = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
-    brownian_tol: float | None = eqx.field(static=True)
-    adjoint: diffrax.AbstractAdjoint
 
 
-def _check_steps(name: str, steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`{name}` must be an int >= 1; got {steps!r}.")
-
-
-def _plan(
-    sde: VPSDE,
-    *,
-    method,
-    solver,
-    steps,
-    rtol,
-    atol,
-    t_eps,
-    denoise,
-    corrector_steps,
-    snr,
-    max_steps,
-    adjoint,
-    brownian_tol,
-) -> _Plan:
+def _plan(sde: VPSDE, config: SolverConfig, *, method, t_eps, denoise, corrector_steps,
+          snr) -> _Plan:
     if not isinstance(sde, VPSDE):
         raise ValueError(f"`sde` must be a VPSDE; got {sde!r}.")
     if method not in ("sde", "ode", "pc"):
         raise ValueError(f"`method` must be 'sde', 'ode' or 'pc'; got {method!r}.")
-    try:
-        t_eps = float(t_eps)
-    except TypeError:
-        raise ValueError(f"`t_eps` must be a float in (0, T={sde.T}); got {t_eps!r}.") from None
-    if not 0.0 < t_eps < sde.T:
-        raise ValueError(f"`t_eps` must lie in (0, T={sde.T}); got {t_eps!r}.")
-    if solver is None:
-        solver = "tsit5" if method == "ode" else "euler"
-    solver = resolve_solver(solver, kind="ode" if method == "ode" else "sde")
+    t_eps = check_t_eps(t_eps, sde.T)
+    kind = "ode" if method == "ode" else "sde"
     if method == "pc":
-        if not isinstance(solver, PredictorCorrector):
-            solver = PredictorCorrector(solver, corrector_steps=corrector_steps, snr=snr)
-        if _needs_time_reversal(solver):
-            # The SRK predictors must be re-posed in s = -t (Diffrax issue 598), which hides
-            # the corrector's Langevin term from PredictorCorrector.
-            raise ValueError(
-                "`solver`: method='pc' does not support the SRK predictors (SRA1, ShARK, SEA); "
-                f"got {type(solver.predictor).__name__}. Use 'euler' or 'heun', or "
-                "method='sde' for an SRK solver."
-            )
-    if steps is not None:
-        _check_steps("steps", steps)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None:
-            check_positive(name, value)
-    adaptive = rtol is not None or atol is not None
-    if not adaptive and steps is None:
-        if method == "ode" and has_error_estimate(solver):
-            adaptive, rtol, atol = True, DEFAULT_TOLERANCE, DEFAULT_TOLERANCE
-        else:
-            steps = DEFAULT_STEPS
-    span = sde.T - t_eps
-    if adaptive:
-        name = type(solver).__name__
-        if method == "pc":
+        if config.adaptive:
             raise ValueError(
                 "`rtol`/`atol` (adaptive steps) are not available for `method='pc'`, whose "
                 "corrector has no error estimate; pass `steps`."
             )
-        if not has_error_estimate(solver):
+        predictor = config.resolve_solver("sde")
+        if not isinstance(predictor, PredictorCorrector):
+            predictor = PredictorCorrector(predictor, corrector_steps=corrector_steps, snr=snr)
+        if is_exponential(predictor.predictor):
             raise ValueError(
-                f"`solver`={name} has no error estimate, so adaptive stepping (`rtol`/`atol`) "
-                "is not possible; pass `steps` for fixed steps or choose e.g. 'heun', 'sra1', "
-                "'shark' (SDE) or 'tsit5', 'dopri5' (ODE)."
+                "`solver`: method='pc' takes a Runge-Kutta or Euler predictor; got the "
+                f"exponential integrator {type(predictor.predictor).__name__}."
             )
-        rtol = atol if rtol is None else rtol
-        atol = rtol if atol is None else atol
-        # Arrays, not Python floats, so that a new tolerance does not recompile.
-        as_array = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))  # noqa: E731
-        controller = diffrax.PIDController(rtol=as_array(rtol), atol=as_array(atol))
-        dt0 = -span / (steps if steps is not None else 64)
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = -span / steps
-    if max_steps is None:
-        # Only a bound on the loop (nothing is stored per step), so one value for every step
-        # count avoids a recompilation per `steps`.
-        max_steps = max(16384, (steps or 0) + 1)
-    _check_steps("max_steps", max_steps)
-    if brownian_tol is None:
-        brownian_tol = span / 2**14
-    if adjoint is None:
-        # Sampling is not differentiated by default: forward mode runs a plain while loop.
-        adjoint = diffrax.ForwardMode()
-    score_evaluations_per_step(solver)  # fail early for solvers of unknown cost
-    return _Plan(
-        solver=solver,
-        controller=controller,
-        dt0=jnp.asarray(dt0, dtype=jnp.result_type(float)),
-        method=method,
-        adaptive=adaptive,
-        t_eps=t_eps,
-        denoise=bool(denoise),
-        max_steps=int(max_steps),
-        brownian_tol=float(brownian_tol) if adaptive and method != "ode" else None,
-        adjoint=adjoint,
-    )
-
-
-class _TimeReversed(diffrax.AbstractTerm):
-    r"""A term in the time variable $s = -t$, for solves that run forwards in $s$.
-
-    The vector field is $-v(-s)$, since $\mathrm{d}t = -\mathrm{d}s$, and the control over
-    $[s_0, s_1]$ is that of the real interval $[-s_1, -s_0]$; the reverse-time Brownian
-    increment is then $-\Delta W$ with the right law, and a space-time Lévy area $H$, which
-    keeps its sign under time reversal (Diffrax PR 746), is returned negated so that the
-    product leaves it unchanged.
-
-    Used for the SRK solvers (SRA1, ShARK, SEA), which in Diffrax 0.7.2 take the drift step with
-    the wrong sign when `t0 > t1` (Diffrax issue 598; they form $h f$ with $h = t_1 - t_0$
-    themselves instead of asking the term for its control).
-    """
-
-    term: diffrax.AbstractTerm
-
-    def vf(self, t, y, args):
-        return jax.tree.map(jnp.negative, self.term.vf(-t, y, args))
-
-    def contr(self, t0, t1, **kwargs):
-        control = self.term.contr(-t1, -t0, **kwargs)
-        if isinstance(control, diffrax.AbstractSpaceTimeLevyArea):
-            control = eqx.tree_at(lambda c: c.H, control, -control.H)
-        return control
-
-    def prod(self, vf, control):
-        return self.term.prod(vf, control)
-
-
-def _needs_time_reversal(solver: diffrax.AbstractSolver) -> bool:
-    if isinstance(solver, PredictorCorrector):
-        solver = solver.predictor
-    return isinstance(solver, diffrax.AbstractSRK)
-
-
-def backward_sde_solve_args(terms, solver: diffrax.AbstractSolver, t0, t1, dt0):
-    r"""`(terms, t0, t1, dt0)` for a reverse-time SDE solve ($t_0 > t_1$) with `solver`.
-
-    Unchanged for every solver but the SRK ones (SRA1, ShARK, SEA), for which Diffrax 0.7.2
-    takes the drift step with the wrong sign when `t0 > t1` (Diffrax issue 598): those solve
-    forwards in $s = -t$ with the terms wrapped in `_TimeReversed`. The one place this
-    workaround lives; the samplers of `sample` and the DPS sampler of `numpyro_fsdiff.inverse`
-    both call it (`method="pc"` rejects SRK predictors, whose corrector term it would hide).
-    """
-    if not _needs_time_reversal(solver):
-        return terms, t0, t1, dt0
-    terms = jax.tree.map(
-        _TimeReversed,
-        terms,
-        is_leaf=lambda x: isinstance(x, diffrax.AbstractTerm)
-        and not isinstance(x, diffrax.MultiTerm),
-    )
-    return terms, -t0, -t1, -dt0
+        if needs_time_reversal(predictor):
+            # The SRK predictors must be re-posed in s = -t (Diffrax issue 598), which hides
+            # the corrector's Langevin term from PredictorCorrector.
+            raise ValueError(
+                "`solver`: method='pc' does not support the SRK predictors (SRA1, ShARK, SEA); "
+                f"got {type(predictor.predictor).__name__}. Use 'euler' or 'heun', or "
+                "method='sde' for an SRK solver."
+            )
+        config = config.with_solver(predictor)
+    plan = config.plan(sde, sde.T, t_eps, kind=kind, default_adjoint=diffrax.ForwardMode())
+    score_evaluations_per_step(plan.solver)  # fail early for solvers of unknown cost
+    return _Plan(solve=plan, method=method, t_eps=t_eps, denoise=bool(denoise))
 
 
 def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
     key_init, key_noise, key_corrector = jax.random.split(key, 3)
     if x_T is None:
         x_T = sde.covariance.sample(key_init, grid)
-    t0, t1 = sde.T, plan.t_eps
+    solve = plan.solve
+    exponential = is_exponential(solve.solver)
     if plan.method == "ode":
-        terms = sde.probability_flow_term(score)
+        terms = DataPredictionTerm(score, sde) if exponential else sde.probability_flow_term(score)
     else:
-        predictor = plan.solver.predictor if plan.method == "pc" else plan.solver
-        brownian = brownian_motion(
-            key_noise, grid, t0, t1, levy_area=levy_area_for(predictor), tol=plan.brownian_tol,
-            dt=None if plan.adaptive else plan.dt0,
-        )
-        terms = sde.reverse_terms(score, brownian, grid)
+        brownian = solve.brownian_motion(key_noise, grid.shape)
+        if exponential:
+            prediction = DataPredictionTerm(score, sde)
+            terms = diffrax.MultiTerm(prediction, sde.noise_term(brownian, grid))
+        else:
+            terms = sde.reverse_terms(score, brownian, grid)
         if plan.method == "pc":
             # Keyed by step index, like the predictor's path: the sample depends only on its key.
-            corrector_noise = SteppedBrownianPath(
-                (plan.solver.corrector_steps,) + grid.shape, key_corrector, t0, plan.dt0
+            corrector_noise = solve.brownian_motion(
+                key_corrector, (solve.solver.corrector_steps,) + grid.shape,
+                levy_area=diffrax.BrownianIncrement,
             )
             terms = diffrax.MultiTerm(
                 *terms.terms, LangevinTerm(score, sde, grid, corrector_noise)
             )
-    dt0 = plan.dt0
-    if plan.method != "ode":
-        terms, t0, t1, dt0 = backward_sde_solve_args(terms, plan.solver, t0, t1, dt0)
-    solution = diffrax.diffeqsolve(
-        terms,
-        plan.solver,
-        t0,
-        t1,
-        dt0=dt0,
-        y0=x_T,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=plan.controller,
-        max_steps=plan.max_steps,
-        adjoint=plan.adjoint,
-    )
+    solution = solve.diffeqsolve(terms, x_T)
     x = solution.ys[-1]
     if plan.denoise:
         x = tweedie_denoise(score, sde, x, plan.t_eps)
-    per_step, initial = score_evaluations_per_step(plan.solver)
+    per_step, initial = score_evaluations_per_step(solve.solver)
     num_steps = solution.stats["num_steps"]
     info = SampleInfo(
         num_score_evaluations=initial + per_step * num_steps + int(plan.denoise),
@@ -318,25 +184,143 @@ def _solve(score: Score, sde: VPSDE, grid: Grid, key, x_T, plan: _Plan):
 _solve_jit = eqx.filter_jit(_solve)
 
 
+def batched_score(score: Score):
+    """`(xs, t) -> S(xs, t)` on a batch of fields at one time: the score's own
+    `batched(xs, ts)` when it has one (networks: one call on the batch), else `jax.vmap`."""
+    if hasattr(score, "batched"):
+        return lambda xs, t: score.batched(xs, jnp.full(xs.shape[:1], t, dtype=xs.dtype))
+    return jax.vmap(score, in_axes=(0, None))
+
+
+class _BatchedPath(diffrax.AbstractBrownianPath):
+    """Per-sample Brownian paths (a pytree with a leading batch axis) evaluated together:
+    sample `i` sees exactly the increments of its own path."""
+
+    paths: diffrax.AbstractBrownianPath
+
+    @property
+    def levy_area(self):
+        return self.paths.levy_area
+
+    @property
+    def t0(self):
+        return -jnp.inf
+
+    @property
+    def t1(self):
+        return jnp.inf
+
+    def evaluate(self, t0, t1=None, left: bool = True, use_levy: bool = False):
+        out = jax.vmap(lambda p: p.evaluate(t0, t1, left, use_levy))(self.paths)
+        if isinstance(out, diffrax.AbstractBrownianIncrement):
+            out = eqx.tree_at(lambda a: a.dt, out, out.dt[0])
+        return out
+
+
+def _can_batch(plan: _Plan) -> bool:
+    """Whether the batch can be solved as one state: fixed steps (the same for every sample),
+    no corrector, no SRK (whose Lévy areas carry per-sample step sizes)."""
+    solver = plan.solve.solver
+    return (
+        not plan.solve.adaptive
+        and plan.method in ("sde", "ode")
+        and not needs_time_reversal(solver)
+    )
+
+
+def _solve_batch(score: Score, sde: VPSDE, grid: Grid, keys, plan: _Plan):
+    """All samples of `keys` as one state `(batch, n1, n2)`: the score runs once per stage on
+    the batch. The same draws as `_solve` per key (same keys, same noise, same steps)."""
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    key_init, key_noise = split[:, 0], split[:, 1]
+    x_T = jax.vmap(lambda k: sde.covariance.sample(k, grid))(key_init)
+    solve = plan.solve
+    scores = batched_score(score)
+    exponential = is_exponential(solve.solver)
+    if plan.method == "ode":
+        if exponential:
+            terms = DataPredictionTerm(scores, sde)
+        else:
+            terms = sde.probability_flow_term(scores)
+    else:
+        paths = jax.vmap(lambda k: solve.brownian_motion(k, grid.shape))(key_noise)
+        brownian = _BatchedPath(paths)
+        if exponential:
+            terms = diffrax.MultiTerm(
+                DataPredictionTerm(scores, sde), sde.noise_term(brownian, grid)
+            )
+        else:
+            terms = sde.reverse_terms(scores, brownian, grid)
+    solution = solve.diffeqsolve(terms, x_T)
+    x = solution.ys[-1]
+    if plan.denoise:
+        mean, std = sde.marginal_coefficients(plan.t_eps)
+        x = (x + std**2 * scores(x, plan.t_eps)) / mean
+    per_step, initial = score_evaluations_per_step(solve.solver)
+    batch = keys.shape[:1]
+    num_steps = jnp.broadcast_to(solution.stats["num_steps"], batch)
+    info = SampleInfo(
+        num_score_evaluations=initial + per_step * num_steps + int(plan.denoise),
+        num_accepted_steps=jnp.broadcast_to(solution.stats["num_accepted_steps"], batch),
+        num_rejected_steps=jnp.broadcast_to(solution.stats["num_rejected_steps"], batch),
+    )
+    return x, info
+
+
+_UNSET = object()
+_NEW_NAMES = {"num": "num_samples"}
+
+
+def _count(name: str, value) -> int:
+    if isinstance(value, np.integer):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
+    return value
+
+
+def _legacy_key(fn: str, args: tuple, key, names: tuple[str, ...]):
+    """Split old positional arguments `(key, ...)` from `args`, warning once."""
+    if len(args) > len(names):
+        raise TypeError(f"{fn}() takes at most {len(names)} positional arguments after `grid`.")
+    if args:
+        warnings.warn(
+            f"passing {', '.join(f'`{n}`' for n in names[: len(args)])} positionally to {fn}() "
+            f"is deprecated; use "
+            f"{', '.join(f'{_NEW_NAMES.get(n, n)}=' for n in names[: len(args)])} "
+            "(keyword-only).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    values = dict(zip(names, args))
+    if "key" in values:
+        if key is not None:
+            raise ValueError("`key` given both positionally and as `key=`.")
+        key = values["key"]
+    if key is None:
+        raise ValueError(f"`key` must be a PRNG key, passed as {fn}(..., key=key); got None.")
+    return key, values
+
+
 def sample_one(
     score: Score,
     sde: VPSDE,
     grid: Grid,
-    key: PRNGKeyArray,
-    *,
+    *args,
+    key: PRNGKeyArray | None = None,
     method: str = "sde",
     solver=None,
-    steps: int | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    t_eps: float = 1e-3,
+    steps: int | np.integer | None = None,
+    rtol: ScalarLike | None = None,
+    atol: ScalarLike | None = None,
+    t_eps: ScalarLike = 1e-3,
     denoise: bool = True,
     x_T: Field | None = None,
     corrector_steps: int = 1,
     snr: float = 0.16,
-    max_steps: int | None = None,
+    max_steps: int | np.integer | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
-    brownian_tol: float | None = None,
+    brownian_tol: ScalarLike | None = None,
 ) -> tuple[Float[Array, "n1 n2"], SampleInfo]:
     r"""Draw one field from the model; the building block of [`sample`][numpyro_fsdiff.sample].
 
@@ -347,9 +331,13 @@ def sample_one(
     - `x_T`: the starting field at time $T$ instead of a draw from $N(0, Q)$ (e.g. a fixed
       latent for the deterministic probability-flow map).
 
+    The key is keyword-only (`key=`); `sample_one(score, sde, grid, key)` still works for
+    one release with a `DeprecationWarning`.
+
     **Returns:** `(x, info)`: a field of shape `grid.shape` and its
     [`SampleInfo`][numpyro_fsdiff.SampleInfo] (scalars).
     """
+    key, _ = _legacy_key("sample_one", args, key, ("key",))
     if not isinstance(grid, Grid):
         raise ValueError(f"`grid` must be a Grid; got {grid!r}.")
     if x_T is not None:
@@ -357,35 +345,30 @@ def sample_one(
             raise ValueError(
                 f"`x_T` must be one field of shape {grid.shape}; got {jnp.shape(x_T)}."
             )
-        check_field_shape("x_T", x_T, grid.shape)
-    plan = _plan(
-        sde,
-        method=method,
-        solver=solver,
-        steps=steps,
-        rtol=rtol,
-        atol=atol,
-        t_eps=t_eps,
-        denoise=denoise,
-        corrector_steps=corrector_steps,
-        snr=snr,
-        max_steps=max_steps,
-        adjoint=adjoint,
-        brownian_tol=brownian_tol,
-    )
+        x_T = check_data("x_T", x_T, shape=grid.shape)
+    config = as_config(solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                       adjoint=adjoint, brownian_tol=brownian_tol)
+    plan = _plan(sde, config, method=method, t_eps=t_eps, denoise=denoise,
+                 corrector_steps=corrector_steps, snr=snr)
     return _solve_jit(score, sde, grid, key, x_T, plan)
 
 
 @eqx.filter_jit
-def _sample_batch(score, sde, grid, keys, plan, chunk_size, mesh=None):
+def _sample_batch(score, sde, grid, keys, plan, batch_size, mesh=None, as_one_state=False):
     one = lambda k: _solve(score, sde, grid, k, None, plan)  # noqa: E731
 
     def block(keys):
-        if chunk_size is None or chunk_size >= keys.shape[0]:
+        if as_one_state:
+            if batch_size is None or batch_size >= keys.shape[0]:
+                return _solve_batch(score, sde, grid, keys, plan)
+            blocks = keys.reshape((-1, batch_size) + keys.shape[1:])
+            out = jax.lax.map(lambda k: _solve_batch(score, sde, grid, k, plan), blocks)
+            return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+        if batch_size is None or batch_size >= keys.shape[0]:
             return jax.vmap(one)(keys)
-        return jax.lax.map(one, keys, batch_size=chunk_size)
+        return jax.lax.map(one, keys, batch_size=batch_size)
 
-    # On a mesh, each device solves its own block of keys, `chunk_size` at a time.
+    # On a mesh, each device solves its own block of keys, `batch_size` at a time.
     return block(keys) if mesh is None else map_blocks(block, mesh)(keys)
 
 
@@ -393,25 +376,28 @@ def sample(
     score: Score,
     sde: VPSDE,
     grid: Grid,
-    key: PRNGKeyArray,
-    num: int,
-    *,
+    *args,
+    key: PRNGKeyArray | None = None,
+    num_samples: int | np.integer | None = None,
     method: str = "sde",
     solver=None,
-    steps: int | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    t_eps: float = 1e-3,
+    steps: int | np.integer | None = None,
+    rtol: ScalarLike | None = None,
+    atol: ScalarLike | None = None,
+    t_eps: ScalarLike = 1e-3,
     denoise: bool = True,
-    chunk_size: int | None = 256,
+    batch_size: int | None = 256,
     corrector_steps: int = 1,
     snr: float = 0.16,
-    max_steps: int | None = None,
+    max_steps: int | np.integer | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
-    brownian_tol: float | None = None,
+    brownian_tol: ScalarLike | None = None,
     mesh: Mesh | None = None,
-) -> tuple[Float[Array, "num n1 n2"], SampleInfo]:
-    r"""Draw `num` fields from a score-based model on `grid`.
+    as_one_state: bool | None = None,
+    num: int | np.integer | None = None,
+    chunk_size=_UNSET,
+) -> tuple[Float[Array, "num_samples n1 n2"], SampleInfo]:
+    r"""Draw `num_samples` fields from a score-based model on `grid`.
 
     Starts from $X_T \sim N(0, Q)$ and integrates from $T$ down to $t_\varepsilon$ with Diffrax:
 
@@ -428,16 +414,17 @@ def sample(
     ([`tweedie_denoise`][numpyro_fsdiff.tweedie_denoise]) removes the noise left at
     $t_\varepsilon$.
 
-    Steps: `steps` gives fixed steps; `rtol`/`atol` give adaptive steps with a PID controller
-    (and a `VirtualBrownianTree` for SDEs; a missing one of the two takes the other's value),
-    for solvers with an error estimate. With neither: the reverse SDE and PC take
-    500 fixed steps, the ODE adaptive steps with `rtol = atol = 1e-5` (or 500 fixed steps for a
-    solver without an error estimate). Defaults: Euler-Maruyama for `"sde"` and `"pc"`, Tsit5 for
-    `"ode"`.
+    The solve is described by `solver`: a [`SolverConfig`][numpyro_fsdiff.SolverConfig]
+    (solver, steps or tolerances, time grid, adjoint, step limit), or a solver name or Diffrax
+    solver with the shortcuts `steps`, `rtol`, `atol`, `max_steps`, `adjoint`, `brownian_tol`
+    (which build one; they cannot be combined with a `SolverConfig`). The defaults are those
+    of `SolverConfig`: Euler-Maruyama with 500 uniform steps for `"sde"` and `"pc"`; Tsit5
+    with adaptive steps at `rtol = atol = 1e-5` for `"ode"`. Adaptive SDE solves use a
+    `VirtualBrownianTree`.
 
     The score is called on single fields (vmapped by the library), so the grid can be any size
-    the score accepts. The batch is processed `chunk_size` samples at a time (`jax.lax.map`
-    over vmapped chunks), so memory stays bounded for large `num`.
+    the score accepts. The batch is processed `batch_size` samples at a time (`jax.lax.map`
+    over vmapped batches), so memory stays bounded for large `num_samples`.
 
     **Arguments:**
 
@@ -446,36 +433,46 @@ def sample(
       [`GaussianScore`][numpyro_fsdiff.GaussianScore]).
     - `sde`: the [`VPSDE`][numpyro_fsdiff.VPSDE].
     - `grid`: the [`Grid`][numpyro_fsdiff.Grid] to sample on.
-    - `key`: a PRNG key.
-    - `num`: the number of samples, >= 1.
+    - `key`: a PRNG key (keyword-only).
+    - `num_samples`: the number of samples, >= 1.
     - `method`: `"sde"`, `"ode"` or `"pc"`.
-    - `solver`: a lower-case name (SDE: `'euler'`, `'heun'`, `'euler_heun'`, `'sra1'`,
-      `'shark'`, `'sea'`; ODE: `'euler'`, `'heun'`, `'midpoint'`, `'tsit5'`, `'dopri5'`) or a
-      Diffrax solver instance; for `"pc"`, the predictor.
-    - `steps`: the number of fixed steps, >= 1 (with `rtol`/`atol`: sets the first step).
-    - `rtol`, `atol`: tolerances for adaptive steps.
+    - `solver`: a [`SolverConfig`][numpyro_fsdiff.SolverConfig], a lower-case name (SDE:
+      `'euler'`, `'heun'`, `'euler_heun'`, `'sra1'`, `'shark'`, `'sea'`; ODE: `'euler'`,
+      `'heun'`, `'midpoint'`, `'tsit5'`, `'dopri5'`) or a Diffrax solver instance; for
+      `"pc"`, the predictor.
+    - `steps`, `rtol`, `atol`, `max_steps`, `adjoint`, `brownian_tol`: shortcuts for the
+      fields of `SolverConfig` (`adjoint` defaults to `ForwardMode()`, since sampling is not
+      differentiated; pass `diffrax.RecursiveCheckpointAdjoint()` to differentiate an ODE
+      solve).
     - `t_eps`: the final time, in $(0, T)$.
     - `denoise`: whether to apply the final Tweedie step (one more score evaluation).
-    - `chunk_size`: samples per vmapped chunk (`None`: all at once).
+    - `batch_size`: samples per vmapped batch (`None`: all at once).
     - `corrector_steps`, `snr`: the corrector of `method="pc"` (Langevin steps per predictor
       step, and the signal-to-noise ratio $r$ of the step-size rule).
-    - `max_steps`: the step limit (default 16384, or `steps + 1` if more).
-    - `adjoint`: the Diffrax adjoint; `ForwardMode()` by default, since sampling is not
-      differentiated (pass `diffrax.RecursiveCheckpointAdjoint()` to differentiate an ODE solve).
-    - `brownian_tol`: the `VirtualBrownianTree` tolerance of adaptive SDE solves
-      (default $(T - t_\varepsilon)/2^{14}$).
     - `mesh`: a device mesh (e.g. [`data_mesh`][numpyro_fsdiff.data_mesh]()): the samples
-      are split across the devices of its `"data"` axis (`num` must be a multiple of their
-      number), each device solving its share `chunk_size` at a time; the output is a global
-      array sharded the same way. Each sample depends only on its key, so these are the
-      samples of `mesh=None`.
+      are split across the devices of its `"data"` axis (`num_samples` must be a multiple of
+      their number), each device solving its share `batch_size` at a time; the output is a
+      global array sharded the same way. Each sample depends only on its key, so these are
+      the samples of `mesh=None`.
 
-    **Returns:** `(samples, info)`: an array of shape `(num, n1, n2)` and a
-    [`SampleInfo`][numpyro_fsdiff.SampleInfo] with per-sample costs of shape `(num,)`.
+    - `as_one_state`: solve each batch of `batch_size` samples as one state of shape
+      `(batch_size, n1, n2)`, so the score runs once per stage on the batch (through its
+      `batched(xs, ts)` when it has one, as
+      [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore] and the FNO do): the fast
+      path. The draws are those of the per-sample path (same keys,
+      noise and steps). `None` (default): whenever possible (fixed steps, `"sde"` or `"ode"`,
+      a non-SRK solver, no mesh, `num_samples` a multiple of `batch_size`).
 
-    **Raises:** `ValueError` for an unknown method or solver name, adaptive stepping with a
-    solver without an error estimate (or with `"pc"`), `steps < 1`, `t_eps` outside $(0, T)$,
-    `num < 1`.
+    Deprecated (one release, with a `DeprecationWarning`): the key and the number of samples
+    passed positionally (`sample(score, sde, grid, key, num)`), `num=` and `chunk_size=`.
+
+    **Returns:** `(samples, info)`: an array of shape `(num_samples, n1, n2)` and a
+    [`SampleInfo`][numpyro_fsdiff.SampleInfo] with per-sample costs of shape
+    `(num_samples,)`.
+
+    **Raises:** `ValueError` naming the argument: an unknown method or solver name, adaptive
+    stepping with a solver without an error estimate (or with `"pc"`), `steps < 1`, `t_eps`
+    outside $(0, T)$, `num_samples < 1`.
 
     !!! example
 
@@ -485,8 +482,9 @@ def sample(
         sde = VPSDE(Matern(2.0, 3.0))
         grid = Grid((16, 16))
         score = GaussianScore(Matern(1.5, 2.0, 2.0), sde, grid)  # exact; or a network
-        x, info = sample(score, sde, grid, jax.random.key(0), 8, method="ode", solver="heun",
-                         steps=10)  # x: (8, 16, 16); without method: 500 Euler-Maruyama steps
+        x, info = sample(score, sde, grid, key=jax.random.key(0), num_samples=8,
+                         method="ode", solver="heun", steps=10)
+        # x: (8, 16, 16); without method: 500 Euler-Maruyama steps
         info.num_score_evaluations  # per sample: 2 per Heun step + 1 for the Tweedie step
         ```
 
@@ -495,30 +493,42 @@ def sample(
         Song et al., *Score-Based Generative Modeling through Stochastic Differential
         Equations*, ICLR 2021.
     """
+    key, legacy = _legacy_key("sample", args, key, ("key", "num"))
+    if "num" in legacy:
+        num = legacy["num"]
+    elif num is not None:
+        warnings.warn("`num=` is deprecated; use `num_samples=`.", DeprecationWarning,
+                      stacklevel=2)
+    if num is not None:
+        if num_samples is not None:
+            raise ValueError("`num_samples` given together with the deprecated `num`.")
+        num_samples = num
+    if chunk_size is not _UNSET:
+        warnings.warn("`chunk_size=` is deprecated; use `batch_size=`.", DeprecationWarning,
+                      stacklevel=2)
+        batch_size = chunk_size
     if not isinstance(grid, Grid):
         raise ValueError(f"`grid` must be a Grid; got {grid!r}.")
-    _check_steps("num", num)
-    if chunk_size is not None:
-        _check_steps("chunk_size", chunk_size)
-        if chunk_size >= num:
-            chunk_size = None
-    plan = _plan(
-        sde,
-        method=method,
-        solver=solver,
-        steps=steps,
-        rtol=rtol,
-        atol=atol,
-        t_eps=t_eps,
-        denoise=denoise,
-        corrector_steps=corrector_steps,
-        snr=snr,
-        max_steps=max_steps,
-        adjoint=adjoint,
-        brownian_tol=brownian_tol,
-    )
-    keys = jax.random.split(key, num)
+    num_samples = _count("num_samples", num_samples)
+    if batch_size is not None:
+        batch_size = _count("batch_size", batch_size)
+        if batch_size >= num_samples:
+            batch_size = None
+    config = as_config(solver, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                       adjoint=adjoint, brownian_tol=brownian_tol)
+    plan = _plan(sde, config, method=method, t_eps=t_eps, denoise=denoise,
+                 corrector_steps=corrector_steps, snr=snr)
+    keys = jax.random.split(key, num_samples)
     if mesh is not None:
-        check_divisible("num", num, mesh)
+        check_divisible("num_samples", num_samples, mesh)
         keys = shard_leading_axis(keys, mesh)
-    return _sample_batch(score, sde, grid, keys, plan, chunk_size, mesh)
+    if as_one_state is None:
+        as_one_state = mesh is None and _can_batch(plan)
+    elif as_one_state and not _can_batch(plan):
+        raise ValueError(
+            "`as_one_state`=True needs fixed steps, method 'sde' or 'ode' and a non-SRK solver."
+        )
+    if as_one_state and batch_size is not None and num_samples % batch_size:
+        as_one_state = False  # equal blocks only; the per-sample path handles the remainder
+    return _sample_batch(score, sde, grid, keys, plan, batch_size, mesh, bool(as_one_state))
+

@@ -1,10 +1,12 @@
 r"""The trace-class variance-preserving SDE and its Diffrax terms."""
 
+import warnings
 from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 
 from ._covariance import AbstractCovariance
 from ._custom_types import (
@@ -18,8 +20,8 @@ from ._custom_types import (
     ScalarLike,
 )
 from ._grid import Grid
-from ._solvers import levy_area_for, resolve_solver
-from ._terms import ColouredNoiseTerm, brownian_motion
+from ._solvers import SolverConfig, as_config
+from ._terms import ColouredNoiseTerm
 from ._validation import check_field_shape, check_finite, check_positive
 
 Score = Callable[[Field, Scalar], Field]
@@ -106,6 +108,26 @@ class VPSDE(eqx.Module):
         log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
         return jnp.exp(log_mean), jnp.sqrt(-jnp.expm1(2.0 * log_mean))
 
+    def log_snr(self, t: ArrayLike) -> Array:
+        r"""$\lambda_t = \log(m_t / \sigma_t)$, half the log signal-to-noise ratio; strictly
+        decreasing in $t$."""
+        log_mean = -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+        return log_mean - 0.5 * jnp.log(-jnp.expm1(2.0 * log_mean))
+
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
+        r"""The inverse of [`log_snr`][numpyro_fsdiff.VPSDE.log_snr]: the $t$ with
+        $\lambda_t = \lambda$.
+
+        From $m_t^2 = \operatorname{sigmoid}(2\lambda)$, $a = \log m_t = -\tfrac12
+        \operatorname{softplus}(-2\lambda)$ and $t$ is the positive root of
+        $\tfrac14 (\beta_{\max} - \beta_{\min}) t^2 + \tfrac12 \beta_{\min} t + a = 0$.
+        """
+        a = -0.5 * jnp.logaddexp(0.0, -2.0 * jnp.asarray(lam))
+        slope = self.beta_max - self.beta_min
+        b = 0.5 * self.beta_min
+        # t = 2(-a) / (b + sqrt(b^2 - slope a)): the root without cancellation (slope may be 0).
+        return -2.0 * a / (b + jnp.sqrt(b**2 - slope * a))
+
     def perturb(
         self, key: PRNGKeyArray, x0: BatchedField, t, *, grid: Grid | None = None
     ) -> tuple[BatchedField, BatchedField]:
@@ -126,16 +148,16 @@ class VPSDE(eqx.Module):
         mean, std = self.marginal_coefficients(jnp.asarray(t)[..., None, None])
         return mean * x0 + std * eta, eta
 
-    def drift(self, t: ScalarLike, x: Field) -> Field:
+    def drift(self, t: ScalarLike, x: BatchedField) -> BatchedField:
         r"""The forward drift $-\tfrac12 \beta(t) x$."""
         return -0.5 * self.beta(t) * x
 
-    def reverse_drift(self, t: ScalarLike, x: Field, score: Score) -> Field:
+    def reverse_drift(self, t: ScalarLike, x: BatchedField, score: Score) -> BatchedField:
         r"""The reverse-SDE drift $-\tfrac12 \beta(t) x - \beta(t) S(x, t)$ (integrated from
         $T$ down to $t_\varepsilon$)."""
         return self.drift(t, x) - self.beta(t) * score(x, t)
 
-    def probability_flow(self, t: ScalarLike, x: Field, score: Score) -> Field:
+    def probability_flow(self, t: ScalarLike, x: BatchedField, score: Score) -> BatchedField:
         r"""The probability-flow ODE's vector field $-\tfrac12 \beta(t)\,[x + S(x, t)]$."""
         return self.drift(t, x) - 0.5 * self.beta(t) * score(x, t)
 
@@ -169,52 +191,63 @@ class VPSDE(eqx.Module):
 
     def simulate_forward(
         self,
-        key: PRNGKeyArray,
-        x0: Field,
-        t1: ScalarLike,
-        *,
+        *args,
+        key: PRNGKeyArray | None = None,
         grid: Grid | None = None,
         solver="euler",
-        steps: int = 100,
+        steps: int | np.integer | None = 100,
         t0: ScalarLike = 0.0,
     ) -> Float[Array, "n1 n2"]:
-        """Solve the forward SDE from `x0` at `t0` to `t1` with Diffrax, in `steps` fixed steps.
+        """Solve the forward SDE from `x0` at `t0` to `t1` with Diffrax.
+
+        Called as `sde.simulate_forward(x0, t1, key=key, ...)`; the old form
+        `simulate_forward(key, x0, t1)` works for one release with a `DeprecationWarning`.
 
         **Arguments:**
 
-        - `key`: a PRNG key for the Brownian motion.
         - `x0`: one field of shape `grid.shape` (vmap for batches).
         - `t1`: the end time, `t0 < t1 <= T`.
+        - `key`: a PRNG key for the Brownian motion (keyword-only).
         - `grid`: the grid of `x0`, the unit square of its shape by default.
-        - `solver`: a name (`'euler'`, `'heun'`, `'euler_heun'`, `'sra1'`, `'shark'`, `'sea'`)
-          or a Diffrax SDE solver.
-        - `steps`: the number of fixed steps, >= 1.
+        - `solver`: a [`SolverConfig`][numpyro_fsdiff.SolverConfig] (fixed steps: a uniform or
+          log-SNR/EDM grid, or the user's `times` from `t0` to `t1`), a name (`'euler'`,
+          `'heun'`, `'euler_heun'`, `'sra1'`, `'shark'`, `'sea'`) or a Diffrax SDE solver.
+        - `steps`: the number of uniform fixed steps, >= 1 (a shortcut; None with a
+          `SolverConfig`).
 
         **Returns:** $X_{t_1}$, shape `grid.shape`.
         """
+        if len(args) == 3:
+            warnings.warn(
+                "simulate_forward(key, x0, t1) is deprecated; use "
+                "simulate_forward(x0, t1, key=key).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if key is not None:
+                raise ValueError("`key` given both positionally and as `key=`.")
+            key, x0, t1 = args
+        elif len(args) == 2:
+            x0, t1 = args
+        else:
+            raise TypeError("simulate_forward() takes the positional arguments (x0, t1).")
+        if key is None:
+            raise ValueError("`key` must be a PRNG key, passed as key=...; got None.")
         grid = grid_for(x0, grid, "x0")
         if jnp.ndim(x0) != 2:
             raise ValueError(f"`x0` must be one field of shape {grid.shape}; got {jnp.shape(x0)}.")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"`steps` must be an int >= 1; got {steps!r}.")
+        if isinstance(solver, SolverConfig) and steps == 100:
+            steps = None  # the default shortcut yields to the config
+        config = as_config(solver, steps=steps)
+        if config.adaptive:
+            raise ValueError(
+                "`solver`: simulate_forward takes fixed steps (`steps` or `times`); got rtol/atol."
+            )
         if all(isinstance(v, (int, float)) for v in (t0, t1)) and not (0 <= t0 < t1 <= self.T):
             raise ValueError(f"need 0 <= t0 < t1 <= T={self.T}; got t0={t0}, t1={t1}.")
         x0 = check_finite("x0", x0)
-        solver = resolve_solver(solver, kind="sde")
-        dt0 = (t1 - t0) / steps
-        brownian = brownian_motion(key, grid, t0, t1, levy_area=levy_area_for(solver), dt=dt0)
-        solution = diffrax.diffeqsolve(
-            self.forward_terms(brownian, grid),
-            solver,
-            t0,
-            t1,
-            dt0=dt0,
-            y0=x0,
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=diffrax.ConstantStepSize(),
-            max_steps=steps + 1,
-            # A simulation, not differentiated: forward mode stores no trajectory.
-            adjoint=diffrax.ForwardMode(),
-        )
+        # A simulation, not differentiated: forward mode stores no trajectory.
+        plan = config.plan(self, t0, t1, kind="sde", default_adjoint=diffrax.ForwardMode())
+        brownian = plan.brownian_motion(key, grid.shape)
+        solution = plan.diffeqsolve(self.forward_terms(brownian, grid), x0)
         return solution.ys[-1]
-

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._covariance import AbstractCovariance
-from ._custom_types import Field, Scalar, ScalarLike
+from ._custom_types import Array, BatchedField, Float, Scalar, ScalarLike
 from ._grid import Grid
 
 
@@ -51,7 +51,7 @@ class ColouredNoiseTerm(diffrax.AbstractTerm):
             return colour(increment)
         return eqx.tree_at(parts, increment, tuple(colour(p) for p in parts(increment)))
 
-    def prod(self, vf: Scalar, control) -> Field:
+    def prod(self, vf: Scalar, control) -> BatchedField:
         return vf * control
 
 
@@ -72,8 +72,12 @@ class SteppedBrownianPath(diffrax.AbstractBrownianPath):
     - `shape`: the shape of $W$ (a grid's `shape`).
     - `key`: the PRNG key of the path.
     - `t_start`: the time the solve starts from.
-    - `dt`: the signed step of the solve.
+    - `dt`: the signed step of the solve (ignored when `times` is given).
     - `levy_area`: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea`.
+    - `times`: the step times of a non-uniform grid (e.g. a
+      [`SolverConfig`][numpyro_fsdiff.SolverConfig] time grid run by `diffrax.StepTo`), in
+      either order. The step $[s, t]$ is then keyed by the index $n$ of the grid interval that
+      holds its midpoint, so any steps between consecutive grid times are exact.
     """
 
     shape: tuple[int, ...] = eqx.field(static=True)
@@ -81,8 +85,11 @@ class SteppedBrownianPath(diffrax.AbstractBrownianPath):
     key: jax.Array
     t_start: Scalar
     dt: Scalar
+    times: Float[Array, " num_times"] | None
 
-    def __init__(self, shape, key, t_start, dt, levy_area=diffrax.BrownianIncrement):
+    def __init__(
+        self, shape, key, t_start, dt, levy_area=diffrax.BrownianIncrement, times=None
+    ):
         if levy_area not in (diffrax.BrownianIncrement, diffrax.SpaceTimeLevyArea):
             raise ValueError(
                 "`levy_area` must be diffrax.BrownianIncrement or diffrax.SpaceTimeLevyArea; "
@@ -92,7 +99,19 @@ class SteppedBrownianPath(diffrax.AbstractBrownianPath):
         self.levy_area = levy_area
         self.key = key
         self.t_start = jnp.asarray(t_start, dtype=jnp.result_type(float))
-        self.dt = jnp.asarray(dt, dtype=jnp.result_type(float))
+        dtype = jnp.result_type(float)
+        self.dt = jnp.asarray(jnp.nan if dt is None else dt, dtype=dtype)
+        if times is None:
+            if dt is None:
+                raise ValueError("`dt` must be given when `times` is None; got None.")
+            self.times = None
+        else:
+            if jnp.ndim(times) != 1 or jnp.shape(times)[0] < 2:
+                raise ValueError(
+                    f"`times` must be a 1-D array of >= 2 step times; got shape "
+                    f"{jnp.shape(times)}."
+                )
+            self.times = jnp.sort(jnp.asarray(times, dtype=dtype))
 
     @property
     def t0(self):
@@ -108,8 +127,11 @@ class SteppedBrownianPath(diffrax.AbstractBrownianPath):
             raise ValueError("SteppedBrownianPath only gives increments over a step (t0, t1).")
         t0 = jax.lax.stop_gradient(jnp.asarray(t0, dtype=self.dt.dtype))
         t1 = jax.lax.stop_gradient(jnp.asarray(t1, dtype=self.dt.dtype))
-        lower = jnp.minimum(t0, t1)
-        index = jnp.round((lower - self.t_start) / self.dt).astype(jnp.int32)
+        if self.times is None:
+            lower = jnp.minimum(t0, t1)
+            index = jnp.round((lower - self.t_start) / self.dt).astype(jnp.int32)
+        else:
+            index = jnp.searchsorted(self.times, 0.5 * (t0 + t1)).astype(jnp.int32)
         key_w, key_h = jax.random.split(jax.random.fold_in(self.key, index))
         dt = t1 - t0
         scale = jnp.sqrt(jnp.abs(dt))
@@ -131,18 +153,23 @@ def brownian_motion(
     levy_area: type = diffrax.BrownianIncrement,
     tol: ScalarLike | None = None,
     dt: ScalarLike | None = None,
+    times: Float[Array, " num_times"] | None = None,
 ) -> diffrax.AbstractBrownianPath:
     """A standard Brownian motion on the pixels of `grid`, for a solve from `t0` to `t1`.
 
     - With `dt` (fixed steps of exactly `dt`, signed like `t1 - t0`): a
       [`SteppedBrownianPath`][numpyro_fsdiff.SteppedBrownianPath], one draw per step and no
       tree search: the cheap choice when steps are never rejected.
+    - With `times` (fixed steps on a non-uniform grid, `diffrax.StepTo`): the same, keyed by
+      the grid interval of each step.
     - Otherwise a `diffrax.VirtualBrownianTree` on the interval between `t0` and `t1` (either
       order) with tolerance `tol` (default $|t_1 - t_0| / 2^{14}$), which adaptive step-size
       control needs so that a rejected step is retried on the same path.
 
     Both depend only on `key`, so a sample does not change when it is drawn in a batch.
     """
+    if times is not None:
+        return SteppedBrownianPath(grid.shape, key, t0, None, levy_area=levy_area, times=times)
     if dt is not None:
         return SteppedBrownianPath(grid.shape, key, t0, dt, levy_area=levy_area)
     lo, hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)

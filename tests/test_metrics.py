@@ -18,42 +18,70 @@ def _fields(key, num, shift=0.0):
     return Matern(2.0, 3.0).sample(key, GRID, (num,)) + shift
 
 
-def _direct_energy(x, y, weight):
-    """The V-statistic energy distance from explicit differences (float64)."""
+def _direct_energy(x, y, weight, unbiased):
+    """The energy distance from explicit differences (float64): U- or V-statistic."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     y = np.asarray(y, np.float64).reshape(len(y), -1)
 
-    def mean_dist(a, b):
-        return np.mean(np.sqrt(weight * np.sum((a[:, None] - b[None]) ** 2, -1)))
+    def mean_dist(a, b, within):
+        d = np.sqrt(weight * np.sum((a[:, None] - b[None]) ** 2, -1))
+        if within and unbiased:
+            return d.sum() / (len(a) * (len(a) - 1))
+        return d.mean()
 
-    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+    return 2 * mean_dist(x, y, False) - mean_dist(x, x, True) - mean_dist(y, y, True)
 
 
-def test_energy_distance_matches_direct_computation(key):
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_energy_distance_matches_direct_computation(key, unbiased):
     kx, ky = jax.random.split(key)
     x, y = _fields(kx, 11), _fields(ky, 7, shift=0.3)
-    # chunk_size 3 does not divide 11 or 7: the remainder path is exercised.
-    got = metrics.energy_distance(x, y, grid=GRID, chunk_size=3)
-    np.testing.assert_allclose(got, _direct_energy(x, y, GRID.cell_area), rtol=2e-4)
-    flat = metrics.energy_distance(x.reshape(11, -1), y.reshape(7, -1))
-    np.testing.assert_allclose(flat, _direct_energy(x, y, 1.0), rtol=2e-4)
+    # batch_size 3 does not divide 11 or 7: the remainder path is exercised.
+    got = metrics.energy_distance(x, y, grid=GRID, batch_size=3, unbiased=unbiased)
+    np.testing.assert_allclose(got, _direct_energy(x, y, GRID.cell_area, unbiased), rtol=2e-4)
+    flat = metrics.energy_distance(x.reshape(11, -1), y.reshape(7, -1), unbiased=unbiased)
+    np.testing.assert_allclose(flat, _direct_energy(x, y, 1.0, unbiased), rtol=2e-4)
 
 
 def test_energy_distance_self_is_zero_and_shift_is_positive(key):
     k1, k2, k3 = jax.random.split(key, 3)
     x = _fields(k1, 400)
-    assert float(metrics.energy_distance(x, x, grid=GRID)) == pytest.approx(0.0, abs=1e-6)
+    assert float(metrics.energy_distance(x, x, grid=GRID, unbiased=False)) == pytest.approx(
+        0.0, abs=1e-6
+    )
     same_law = float(metrics.energy_distance(x, _fields(k2, 400), grid=GRID))
     shifted = float(metrics.energy_distance(x, _fields(k3, 400, shift=0.5), grid=GRID))
     # A mean shift of 0.5 in L2(D) (|D| = 2, so ||shift|| = 0.71) versus sampling noise.
     assert shifted > 0.1 and shifted > 10 * abs(same_law), (shifted, same_law)
 
 
+def test_energy_u_statistic_is_unbiased_and_v_statistic_is_not():
+    """Over 300 replications of two samples of 6 from one 4-dimensional Gaussian law, the
+    U-statistic's mean is 0 within 3 standard errors; the V-statistic's exceeds 0 by more
+    than 3 standard errors (its bias is E|X - X'| (1/n + 1/m), about 0.9 here)."""
+    keys = jax.random.split(jax.random.key(7), 300)
+    u, v = [], []
+    for k in keys:
+        x, y = jax.random.normal(k, (2, 6, 4))
+        u.append(float(metrics.energy_distance(x, y)))
+        v.append(float(metrics.energy_distance(x, y, unbiased=False)))
+    u, v = np.asarray(u), np.asarray(v)
+    se_u, se_v = u.std(ddof=1) / np.sqrt(len(u)), v.std(ddof=1) / np.sqrt(len(v))
+    assert abs(u.mean()) < 3 * se_u, (u.mean(), se_u)
+    assert v.mean() > 3 * se_v, (v.mean(), se_v)
+
+
 def test_energy_distance_bad_input():
-    with pytest.raises(ValueError, match="`chunk_size`"):
-        metrics.energy_distance(jnp.zeros((3, 6, 5)), jnp.zeros((3, 6, 5)), chunk_size=0)
-    with pytest.raises(ValueError, match="`y`"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be an int >= 1"):
+        metrics.energy_distance(jnp.zeros((3, 6, 5)), jnp.zeros((3, 6, 5)), batch_size=0)
+    with pytest.raises(ValueError, match=r"`x` and `y` must have the same field shape"):
+        metrics.energy_distance(jnp.zeros((3, 30)), jnp.zeros((3, 25)))
+    with pytest.raises(ValueError, match=r"`y` must have shape"):
         metrics.energy_distance(jnp.zeros((3, 6, 5)), jnp.zeros((3, 5, 5)), grid=GRID)
+    with pytest.raises(ValueError, match=r"at least 2 samples each"):
+        metrics.energy_distance(jnp.zeros((1, 6, 5)), jnp.zeros((3, 6, 5)))
+    with pytest.warns(DeprecationWarning, match=r"`chunk_size=` is deprecated"):
+        metrics.energy_distance(jnp.zeros((3, 6, 5)), jnp.ones((3, 6, 5)), chunk_size=2)
 
 
 def test_vendi_score_known_values(key):

@@ -280,3 +280,27 @@ def test_mnist_checkpoint_log_prob_at_28_and_56():
         # E_p log(p/mu_Q) = KL(p || mu_Q) > 0 > -KL(mu_Q || p) = E_mu_Q log(p/mu_Q): a digit
         # is far more likely relative to N(0, Q) than a draw of N(0, Q) itself
         assert relative[n] > noise_relative
+
+
+def test_docs_prior_snippet_settings_keep_draws_in_the_data_range():
+    """The fixed-step solve of docs/prior.md's first example, on the shipped MNIST prior at the
+    page's 12 x 12: its draws stay within 10% of the range of the accurate flow's draws (adaptive
+    Tsit5 from the same latents), about the data's [-1, 1]. Heun with 4 *uniform* steps, the
+    page's former setting, gave [-8.6, 29.4] here."""
+    import pathlib
+    import re
+
+    import numpyro_fsdiff as fs
+
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "prior.md").read_text()
+    found = re.search(r"^fast = (fs\.SolverConfig\(.*?\))", page, flags=re.M)
+    assert found, "docs/prior.md no longer defines `fast = fs.SolverConfig(...)`"
+    fast = eval(found.group(1), {"fs": fs})
+    ckpt = fs.pretrained("mnist")
+    grid = ckpt.grid((12, 12))
+    key = jax.random.key(1)
+    x = fs.DiffusionPrior(ckpt.model, ckpt.sde, grid, solver=fast).sample(key, (4,))
+    ref = fs.DiffusionPrior(ckpt.model, ckpt.sde, grid).sample(key, (4,))
+    assert float(jnp.max(jnp.abs(ref))) < 1.5  # the accurate flow is about the data's range
+    assert float(jnp.max(x)) <= 1.1 * float(jnp.max(ref)), (float(jnp.max(x)), float(jnp.max(ref)))
+    assert float(jnp.min(x)) >= 1.1 * float(jnp.min(ref)), (float(jnp.min(x)), float(jnp.min(ref)))

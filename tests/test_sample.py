@@ -10,6 +10,7 @@ import pytest
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._sample import score_evaluations_per_step
 from numpyro_fsdiff._sampler_spectrum import gaussian_sampler_spectrum
+from numpyro_fsdiff._solvers import DEFAULT_STEPS
 from numpyro_fsdiff.covariance import Matern
 from numpyro_fsdiff.metrics import empirical_spectrum, gaussian_w2, gaussian_w2_spectra
 
@@ -51,15 +52,15 @@ def _problem():
 def test_bad_input_raises(kwargs, match):
     sde, score = _problem()
     with pytest.raises(ValueError, match=match):
-        fs.sample(score, sde, GRID, jax.random.key(0), 4, **kwargs)
+        fs.sample(score, sde, GRID, key=jax.random.key(0), num_samples=4, **kwargs)
 
 
 def test_bad_num_and_start():
     sde, score = _problem()
-    with pytest.raises(ValueError, match="`num`"):
-        fs.sample(score, sde, GRID, jax.random.key(0), 0)
+    with pytest.raises(ValueError, match="`num_samples`"):
+        fs.sample(score, sde, GRID, key=jax.random.key(0), num_samples=0)
     with pytest.raises(ValueError, match="`x_T`"):
-        fs.sample_one(score, sde, GRID, jax.random.key(0), x_T=jnp.zeros((4, 4)))
+        fs.sample_one(score, sde, GRID, key=jax.random.key(0), x_T=jnp.zeros((4, 4)))
 
 
 # ---------------------------------------------------------------- probability-flow ODE
@@ -76,7 +77,7 @@ def test_ode_converges_to_the_exact_linear_map(x64, key, solver, steps, order):
     exact = fs.fourier_multiply(x_T, jnp.asarray(np.sqrt(spectrum / q)))
 
     def error(n):
-        x, info = fs.sample_one(score, sde, GRID, key, method="ode", solver=solver, steps=n,
+        x, info = fs.sample_one(score, sde, GRID, key=key, method="ode", solver=solver, steps=n,
                                 x_T=x_T, denoise=False)
         assert int(info.num_accepted_steps) == n and int(info.num_rejected_steps) == 0
         return float(jnp.sqrt(GRID.norm_squared(x - exact) / GRID.norm_squared(exact)))
@@ -93,7 +94,7 @@ def test_ode_tweedie_denoising_is_exact(x64, key):
     spectrum = gaussian_sampler_spectrum(score, method="ode", denoise=True)
     q = np.asarray(sde.covariance.eigenvalues(GRID))
     exact = fs.fourier_multiply(x_T, jnp.asarray(np.sqrt(spectrum / q)))
-    x, info = fs.sample_one(score, sde, GRID, key, method="ode", solver="dopri5", rtol=1e-10,
+    x, info = fs.sample_one(score, sde, GRID, key=key, method="ode", solver="dopri5", rtol=1e-10,
                             atol=1e-10, x_T=x_T)
     np.testing.assert_allclose(x, exact, rtol=1e-6, atol=1e-8 * float(jnp.max(jnp.abs(exact))))
 
@@ -108,7 +109,7 @@ def test_ode_adaptive_respects_tolerance(x64, key, solver):
     errors, costs = [], []
     for tol in (1e-3, 1e-6):
         _COUNTER.clear()
-        x, info = fs.sample_one(_Counted(score), sde, GRID, key, method="ode", solver=solver,
+        x, info = fs.sample_one(_Counted(score), sde, GRID, key=key, method="ode", solver=solver,
                                 rtol=tol, atol=tol, x_T=x_T, denoise=False)
         jax.effects_barrier()
         # The reported cost is the number of score calls, rejected steps included.
@@ -156,7 +157,8 @@ def test_sde_converges_in_law(key, method, solver, steps):
     spectrum = gaussian_sampler_spectrum(score, method=method, denoise=True)
     errors = []
     for n in (steps, 4 * steps):
-        x, info = fs.sample(score, sde, GRID, key, NUM, method=method, solver=solver, steps=n)
+        x, info = fs.sample(score, sde, GRID, key=key, num_samples=NUM, method=method,
+                            solver=solver, steps=n)
         assert x.shape == (NUM, 8, 8) and bool(jnp.all(jnp.isfinite(x)))
         assert int(info.num_accepted_steps[0]) == n
         errors.append(_whitened_error(x, spectrum))
@@ -175,7 +177,8 @@ def test_sde_adaptive_reaches_the_exact_law(key):
     floor = 1.0 / np.sqrt(4 * num)
     results = {}
     for tol in (1e-1, 1e-2):
-        x, info = fs.sample(score, sde, GRID, key, num, solver="shark", rtol=tol, atol=tol)
+        x, info = fs.sample(score, sde, GRID, key=key, num_samples=num, solver="shark",
+                            rtol=tol, atol=tol)
         results[tol] = (_whitened_error(x, spectrum), float(jnp.mean(info.num_score_evaluations)))
     assert results[1e-2][0] < 1.5 * floor, results
     assert results[1e-1][0] > 2 * results[1e-2][0], results
@@ -185,10 +188,10 @@ def test_sde_adaptive_reaches_the_exact_law(key):
 def test_default_sample_matches_data_law(key):
     """`sample(score, sde, grid, key, num)` with no options gives the data law N(0, C)."""
     sde, score = _problem()
-    x, info = fs.sample(score, sde, GRID, key, NUM)
+    x, info = fs.sample(score, sde, GRID, key=key, num_samples=NUM)
     c = np.asarray(score.data_covariance.eigenvalues(GRID))
     assert _relative_w2(x, c) < 3 * _FLOOR
-    assert int(info.num_score_evaluations[0]) == fs.DEFAULT_STEPS + 1
+    assert int(info.num_score_evaluations[0]) == DEFAULT_STEPS + 1
 
 
 # ---------------------------------------------------------------- cost accounting
@@ -212,7 +215,7 @@ _COUNTER: list = []
 def test_score_evaluations_are_counted_exactly(key, kwargs):
     sde, score = _problem()
     _COUNTER.clear()
-    x, info = fs.sample_one(_Counted(score), sde, GRID, key, **kwargs)
+    x, info = fs.sample_one(_Counted(score), sde, GRID, key=key, **kwargs)
     jax.block_until_ready(x)
     jax.effects_barrier()
     assert int(info.num_score_evaluations) == len(_COUNTER)
@@ -231,8 +234,8 @@ def test_evaluations_per_step_table():
 
 def test_chunking_does_not_change_samples(key):
     sde, score = _problem()
-    a, _ = fs.sample(score, sde, GRID, key, 7, steps=5, chunk_size=3)
-    b, _ = fs.sample(score, sde, GRID, key, 7, steps=5, chunk_size=None)
+    a, _ = fs.sample(score, sde, GRID, key=key, num_samples=7, steps=5, batch_size=3)
+    b, _ = fs.sample(score, sde, GRID, key=key, num_samples=7, steps=5, batch_size=None)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -243,7 +246,8 @@ def test_same_network_samples_at_several_resolutions(key):
     score = fs.NoisePredictionScore(network, sde)
     for n in (14, 28, 56):
         grid = fs.Grid((n, n))
-        x, info = fs.sample(score, sde, grid, key, 2, method="ode", solver="euler", steps=3)
+        x, info = fs.sample(score, sde, grid, key=key, num_samples=2, method="ode",
+                            solver="euler", steps=3)
         assert x.shape == (2, n, n)
         assert bool(jnp.all(jnp.isfinite(x))) and float(jnp.std(x)) > 0
         assert int(info.num_score_evaluations[0]) == 4

@@ -49,7 +49,7 @@ def test_forward_simulation_matches_marginal_mean_and_covariance(solver, steps, 
     x0 = jnp.cos(2 * jnp.pi * x1) + 0.5 * jnp.sin(2 * jnp.pi * x2)
     t1, num = 0.5, 2000
     keys = jax.random.split(key, num)
-    simulate = jax.jit(jax.vmap(lambda k: sde.simulate_forward(k, x0, t1, grid=GRID,
+    simulate = jax.jit(jax.vmap(lambda k: sde.simulate_forward(x0, t1, key=k, grid=GRID,
                                                                solver=solver, steps=steps)))
     xt = simulate(keys)
     mean, std = sde.marginal_coefficients(t1)
@@ -139,7 +139,9 @@ def test_a_sample_depends_only_on_its_key():
     x0 = jnp.cos(2 * jnp.pi * GRID.coords()[0])
     keys = jax.random.split(jax.random.key(3), 4)
     for solver in ("euler", "shark"):
-        simulate = lambda k: sde.simulate_forward(k, x0, 0.7, grid=GRID, solver=solver, steps=7)  # noqa: E731
+        simulate = lambda k: sde.simulate_forward(  # noqa: E731
+            x0, 0.7, key=k, grid=GRID, solver=solver, steps=7
+        )
         batch = jax.jit(jax.vmap(simulate))(keys)
         np.testing.assert_allclose(jax.jit(jax.vmap(simulate))(keys[:2]), batch[:2], atol=1e-6)
         np.testing.assert_allclose(simulate(keys[3]), batch[3], atol=1e-6)
@@ -165,15 +167,15 @@ def test_bad_input_names_the_argument():
     sde = VPSDE(Q)
     x0 = jnp.zeros(GRID.shape)
     with pytest.raises(ValueError, match="`steps`"):
-        sde.simulate_forward(jax.random.key(0), x0, 0.5, steps=0)
+        sde.simulate_forward(x0, 0.5, key=jax.random.key(0), steps=0)
     with pytest.raises(ValueError, match="t1"):
-        sde.simulate_forward(jax.random.key(0), x0, 1.5)
+        sde.simulate_forward(x0, 1.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`x0`.*NaN"):
-        sde.simulate_forward(jax.random.key(0), x0.at[0, 0].set(jnp.nan), 0.5)
+        sde.simulate_forward(x0.at[0, 0].set(jnp.nan), 0.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`x0`.*shape"):
         sde.perturb(jax.random.key(0), x0, 0.5, grid=Grid((5, 5)))
     with pytest.raises(ValueError, match="`solver`"):
-        sde.simulate_forward(jax.random.key(0), x0, 0.5, solver="rk4")
+        sde.simulate_forward(x0, 0.5, key=jax.random.key(0), solver="rk4")
     with pytest.raises(ValueError, match="`beta_min`"):
         VPSDE(Q, beta_min=0.0)
     with pytest.raises(ValueError, match="`beta_max`"):

@@ -58,12 +58,13 @@ grid = fsd.Grid((8, 8))
 score = fsd.GaussianScore(LaplacianPower(1.5, 4.0), sde, grid)
 
 # sample: the same key gives the same samples, with the sample axis on four devices.
-kw = dict(steps=10, chunk_size=1)
-plain, _ = fsd.sample(score, sde, grid, jax.random.key(0), 8, **kw)
-sharded, info = fsd.sample(score, sde, grid, jax.random.key(0), 8, mesh=mesh, **kw)
+kw = dict(steps=10, batch_size=1)
+plain, _ = fsd.sample(score, sde, grid, key=jax.random.key(0), num_samples=8, **kw)
+sharded, info = fsd.sample(score, sde, grid, key=jax.random.key(0), num_samples=8, mesh=mesh, **kw)
 on_four_devices(sharded), on_four_devices(info.num_accepted_steps)
 close(sharded, plain, rtol=1e-5, atol=1e-6)
-raises(lambda: fsd.sample(score, sde, grid, jax.random.key(0), 6, mesh=mesh), "`num` = 6")
+raises(lambda: fsd.sample(score, sde, grid, key=jax.random.key(0), num_samples=6, mesh=mesh),
+       "`num_samples` = 6")
 report("sample")
 
 # global_batch with one process: the host array, split across the devices.

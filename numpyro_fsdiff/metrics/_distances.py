@@ -1,5 +1,7 @@
 r"""Distances between sample sets of fields: energy distance, Vendi score, pixel histograms."""
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -26,24 +28,27 @@ def _flatten(name: str, x, grid: Grid | None):
     return x.reshape(x.shape[0], -1) * jnp.sqrt(jnp.asarray(weight, x.dtype))
 
 
-def _check_chunk(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be an int >= 1; got {chunk_size!r}.")
-    return chunk_size
+def _check_batch(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1; got {batch_size!r}.")
+    return batch_size
+
+
+_UNSET = object()
 
 
 @eqx.filter_jit
-def _mean_distance(a, b, chunk_size: int):
-    """Mean of |a_i - b_j| over all pairs, `chunk_size` rows of `a` at a time."""
+def _sum_distance(a, b, batch_size: int):
+    """Sum of |a_i - b_j| over all pairs, `batch_size` rows of `a` at a time."""
     b_sq = jnp.sum(b**2, axis=1)
 
     def row(a_i):
-        # lax.map vmaps this over `chunk_size` rows at a time: a (chunk, m) block of distances.
+        # lax.map vmaps this over `batch_size` rows at a time: a (batch, m) block of distances.
         sq = jnp.sum(a_i**2) + b_sq - 2.0 * (b @ a_i)
         return jnp.sum(jnp.sqrt(jnp.maximum(sq, 0.0)))
 
-    sums = jax.lax.map(row, a, batch_size=min(chunk_size, a.shape[0]))
-    return jnp.sum(sums) / (a.shape[0] * b.shape[0])
+    sums = jax.lax.map(row, a, batch_size=min(batch_size, a.shape[0]))
+    return jnp.sum(sums)
 
 
 def energy_distance(
@@ -51,20 +56,27 @@ def energy_distance(
     y: Float[ArrayLike, "m ..."],
     *,
     grid: Grid | None = None,
-    chunk_size: int = 512,
+    unbiased: bool = True,
+    batch_size: int = 512,
+    chunk_size=_UNSET,
 ) -> Scalar:
     r"""The energy distance (Riesz-kernel MMD with exponent $r = 1$) between two sample sets,
 
-    $$\mathcal{E}(X, Y) = 2\,\mathbb{E}\|X - Y\| - \mathbb{E}\|X - X'\| - \mathbb{E}\|Y - Y'\|,$$
+    $$\mathcal{E}(X, Y) = 2\,\mathbb{E}\|X - Y\| - \mathbb{E}\|X - X'\| - \mathbb{E}\|Y - Y'\|.$$
 
-    estimated with all pairs (the V-statistic: means over all $n^2$, $nm$, $m^2$ pairs, so it
-    is $\ge 0$ and exactly 0 for a set against itself). It equals
-    $2\,\mathrm{MMD}^2$ for the kernel $k(x, y) = \tfrac12(\|x\| + \|y\| - \|x - y\|)$, and
-    vanishes in the population limit iff the laws agree.
+    By default (`unbiased=True`) the U-statistic: the within-set means run over the
+    $n(n-1)$ and $m(m-1)$ pairs of *distinct* samples, so the estimate is unbiased,
+    $\mathbb{E}\,\hat{\mathcal{E}} = \mathcal{E}$, and scatters around 0 (it can be negative)
+    for two samples of one law. `unbiased=False` gives the V-statistic (means over all
+    $n^2$, $nm$, $m^2$ pairs, self-pairs included): $\ge 0$, but biased upwards by
+    $\mathbb{E}\|X - X'\|/n + \mathbb{E}\|Y - Y'\|/m$, which at small $n$ is as large as the
+    differences between good samplers. $\mathcal{E}$ equals $2\,\mathrm{MMD}^2$ for the kernel
+    $k(x, y) = \tfrac12(\|x\| + \|y\| - \|x - y\|)$, and vanishes in the population limit
+    iff the laws agree.
 
     With a `grid`, $\|\cdot\|$ is the $L^2(D)$ norm by quadrature, so the number is comparable
     across resolutions; without, the Euclidean norm of the flattened samples. The pairwise
-    distances are formed `chunk_size` rows at a time (memory `chunk_size` x `m`), so 10,000 x
+    distances are formed `batch_size` rows at a time (memory `batch_size` x `m`), so 10,000 x
     10,000 pairs of 28 x 28 fields fit easily.
 
     The centroid of both sets is subtracted first; distances do not change, but the
@@ -73,21 +85,38 @@ def energy_distance(
     **Arguments:**
 
     - `x`, `y`: sample sets of shape `(n, n1, n2)` and `(m, n1, n2)` (or `(n, dim)` without a
-      grid).
+      grid); at least 2 samples each for the U-statistic.
     - `grid`: the grid of the fields, or `None`.
-    - `chunk_size`: rows per block.
+    - `unbiased`: the U-statistic (default) or the V-statistic.
+    - `batch_size`: rows per block (`chunk_size`, its old name, is deprecated).
 
-    **Returns:** $\mathcal{E}$, in the units of the fields.
+    **Returns:** $\hat{\mathcal{E}}$, in the units of the fields.
+
+    **Raises:** `ValueError` naming `x`/`y` for wrong shapes or too few samples, `batch_size`.
     """
-    chunk_size = _check_chunk(chunk_size)
+    if chunk_size is not _UNSET:
+        warnings.warn("`chunk_size=` is deprecated; use `batch_size=`.", DeprecationWarning,
+                      stacklevel=2)
+        batch_size = chunk_size
+    batch_size = _check_batch(batch_size)
     a, b = _flatten("x", x, grid), _flatten("y", y, grid)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"`x` and `y` must have the same field shape; got {jnp.shape(x)} and "
                          f"{jnp.shape(y)}.")
+    n, m = a.shape[0], b.shape[0]
+    if unbiased and min(n, m) < 2:
+        raise ValueError(
+            f"`x` and `y` must hold at least 2 samples each for the unbiased energy distance; "
+            f"got {n} and {m}."
+        )
     centre = 0.5 * (jnp.mean(a, 0) + jnp.mean(b, 0))
     a, b = a - centre, b - centre
-    return (2.0 * _mean_distance(a, b, chunk_size) - _mean_distance(a, a, chunk_size)
-            - _mean_distance(b, b, chunk_size))
+    # Self-distances are zero, so the sum over distinct pairs is the sum over all pairs.
+    within_a = n * (n - 1) if unbiased else n * n
+    within_b = m * (m - 1) if unbiased else m * m
+    return (2.0 * _sum_distance(a, b, batch_size) / (n * m)
+            - _sum_distance(a, a, batch_size) / within_a
+            - _sum_distance(b, b, batch_size) / within_b)
 
 
 def vendi_score(

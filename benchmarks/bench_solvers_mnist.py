@@ -1,0 +1,85 @@
+"""Few-evaluation samplers against 200-step Euler-Maruyama on the shipped MNIST prior.
+
+n draws per configuration at 28 x 28; quality against n MNIST test images (equal n):
+the classifier Fréchet distance (`metrics.frechet_classifier_distance`) and the unbiased
+energy distance (U-statistic, pixel intensities). The first row is the floor: n further test
+images against the same n (data against data). Target (issue 17): match 200-step
+Euler-Maruyama's Fréchet with <= 20 score evaluations (the final Tweedie step included).
+
+    python benchmarks/bench_solvers_mnist.py --num-samples 256 \
+        --out benchmarks/results/solvers_fast_mnist.md
+"""
+
+import argparse
+import os
+
+import jax
+import jax.numpy as jnp
+
+import numpyro_fsdiff as fsd
+from numpyro_fsdiff.metrics import energy_distance, frechet_classifier_distance
+
+CONFIGS = [
+    ("sde", "euler", 200, "uniform"),
+    ("ode", "dpm++2m", 19, "log-snr"),
+    ("ode", "dpm++3m", 19, "log-snr"),
+    ("ode", "dpm++3m", 19, "edm"),
+    ("sde", "dpm++2m-sde", 19, "log-snr"),
+    ("ode", "ddim", 19, "log-snr"),
+    ("ode", "heun", 9, "log-snr"),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    n = args.num_samples
+    ckpt = fsd.pretrained("mnist")
+    grid = ckpt.grid((28, 28))
+    test = jnp.asarray(fsd.data.load_subset().images)  # pixels in [0, 1], first 2000 test images
+    if 2 * n > test.shape[0]:
+        raise ValueError(f"`--num-samples` must be <= {test.shape[0] // 2}; got {n}.")
+    reference = test[:n]
+    other = test[n : 2 * n]
+
+    def quality(pixels):
+        return (frechet_classifier_distance(pixels, reference),
+                float(energy_distance(pixels, reference, grid=grid)))
+
+    rows = [("data vs data (floor)", "-", 0, *quality(other))]
+    print(rows[-1], flush=True)
+    for method, name, steps, time_grid in CONFIGS:
+        config = fsd.SolverConfig(name, steps=steps, time_grid=time_grid)
+        x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(0), num_samples=n,
+                             method=method, solver=config, batch_size=64)
+        label = f"{method} / {name}, {steps} {time_grid} steps"
+        rows.append((label, time_grid, int(info.num_score_evaluations[0]),
+                     *quality(ckpt.to_pixels(x))))
+        print(rows[-1], flush=True)
+    lines = [
+        "# Few-evaluation samplers on the MNIST prior",
+        "",
+        f"n = {n} draws per row at 28 x 28 against n = {n} MNIST test images; the floor row "
+        "compares n other test images. Fréchet: the shipped classifier's features; energy: "
+        "the unbiased U-statistic on pixel intensities (L2 on the grid).",
+        "",
+        "| sampler | evaluations | Fréchet (classifier) | energy (U) |",
+        "|---|---:|---:|---:|",
+        *[f"| {r[0]} | {r[2]} | {r[3]:.2f} | {r[4]:.4f} |" for r in rows],
+        "",
+        f"Command: `python benchmarks/bench_solvers_mnist.py --num-samples {n} --out {args.out}`",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
