@@ -42,10 +42,13 @@ PACKAGE = Path(numpyro_fsdiff.__file__).parent
 def test_the_library_does_not_import_the_application():
     code = ("import sys, numpyro_fsdiff, numpyro_fsdiff.inverse, numpyro_fsdiff.metrics, "
             "numpyro_fsdiff.diagnostics\n"
-            "print('numpyro_fsdiff.cli' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
+            "from jax._src import xla_bridge\n"
+            "print('numpyro_fsdiff.cli' in sys.modules, 'matplotlib.pyplot' in sys.modules, "
+            "bool(xla_bridge._backends))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["False", "False"]
+    # No XLA backend either: the allocator setting of `fsdiff` must come before it starts.
+    assert out == ["False", "False", "False"]
 
 
 def test_only_the_application_sets_the_matplotlib_backend():

@@ -4,8 +4,6 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-import blackjax.smc.ess
-import blackjax.smc.resampling
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -28,11 +26,18 @@ LogLikelihood = Callable[[Field], Scalar]
 DENSE_TWIST_MAX = 4096
 """The largest data size for which the Gaussian twist uses the dense $A Q A^\\top$."""
 
-_RESAMPLERS = {
-    "systematic": blackjax.smc.resampling.systematic,
-    "stratified": blackjax.smc.resampling.stratified,
-    "multinomial": blackjax.smc.resampling.multinomial,
-}
+RESAMPLERS = ("systematic", "stratified", "multinomial")
+"""BlackJAX's resampling schemes by name (`blackjax.smc.resampling`)."""
+
+
+def _blackjax_smc():
+    """BlackJAX's SMC building blocks, imported when first used: importing blackjax starts
+    XLA's backends, which must wait until the program has set up its allocator (see
+    `numpyro_fsdiff.cli.reuse_freed_memory`), so `import numpyro_fsdiff` must not do it."""
+    import blackjax.smc.ess
+    import blackjax.smc.resampling
+
+    return blackjax.smc
 
 
 class GaussianLikelihood(eqx.Module):
@@ -146,7 +151,7 @@ class SMCResult(eqx.Module):
         num = self.particles.shape[0] if num_samples is None else num_samples
         if not isinstance(num, int) or num < 1:
             raise ValueError(f"`num_samples` must be an int >= 1; got {num!r}.")
-        return self.particles[blackjax.smc.resampling.systematic(key, self.weights, num)]
+        return self.particles[_blackjax_smc().resampling.systematic(key, self.weights, num)]
 
 
 class SMC(AbstractSampler):
@@ -303,9 +308,9 @@ class SMC(AbstractSampler):
             raise ValueError(f"`ess_threshold` must be in [0, 1]; got {self.ess_threshold!r}.")
         if not self.twist_variance >= 0:
             raise ValueError(f"`twist_variance` must be >= 0; got {self.twist_variance!r}.")
-        if self.resampler not in _RESAMPLERS:
+        if self.resampler not in RESAMPLERS:
             raise ValueError(
-                f"`resampler` must be one of {tuple(_RESAMPLERS)}; got {self.resampler!r}."
+                f"`resampler` must be one of {RESAMPLERS}; got {self.resampler!r}."
             )
         if self.sde is not None and not 0 < self.t_eps < self.sde.T:
             raise ValueError(f"`t_eps` must be in (0, T={self.sde.T}); got {self.t_eps!r}.")
@@ -529,7 +534,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
     sde, score, n = sampler.sde, sampler.score, sampler.num_particles
     covariance = sde.covariance
     times = _times(sde, sampler.t_eps, sampler.steps)
-    resample_fn = _RESAMPLERS[sampler.resampler]
+    resample_fn = getattr(_blackjax_smc().resampling, sampler.resampler)
     basis, exact_last_step = None, False
     if isinstance(log_likelihood, GaussianLikelihood):
         if log_likelihood.y.size <= DENSE_TWIST_MAX:
@@ -603,7 +608,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
         joint = log_w + log_increment
         log_increment_z = logsumexp(joint)
         new = joint - log_increment_z
-        return new, log_increment_z, blackjax.smc.ess.ess(new)
+        return new, log_increment_z, _blackjax_smc().ess.ess(new)
 
     key_init, key_steps = jax.random.split(key)
     init_keys = jax.random.split(key_init, n)
@@ -617,7 +622,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
         x, s, g, log_twist, log_w, log_z, ancestors = carry
         k, t, h = inputs
         key_resample, key_noise = jax.random.split(jax.random.fold_in(key_steps, k))
-        ess = blackjax.smc.ess.ess(log_w)
+        ess = _blackjax_smc().ess.ess(log_w)
         do = ess < sampler.ess_threshold * n
         idx = jnp.where(do, resample_fn(key_resample, jnp.exp(log_w), n), jnp.arange(n))
         x, s, g, log_twist, ancestors = (a[idx] for a in (x, s, g, log_twist, ancestors))
