@@ -70,8 +70,8 @@ def diffrax_batched_em(score, sde, grid, key, num, steps, t_eps=1e-3):
 
 
 def library(score, sde, grid, key, num, steps):
-    x, _ = fs.sample(score, sde, grid, key, num, solver="euler", steps=steps, denoise=False,
-                     chunk_size=None)
+    x, _ = fs.sample(score, sde, grid, key=key, num_samples=num, solver="euler", steps=steps,
+                     denoise=False, batch_size=None)
     return x
 
 

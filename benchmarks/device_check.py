@@ -171,7 +171,7 @@ def sampling_run(device, ckpt, num, size, steps):
     grid, key = ckpt.grid((size, size)), on(device, jax.random.key(3))
 
     def run():
-        x, _ = fsd.sample(score, sde, grid, key, num, solver="euler", steps=steps)
+        x, _ = fsd.sample(score, sde, grid, key=key, num_samples=num, solver="euler", steps=steps)
         return x
 
     return run

@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     report = {}
     for n in (grid.shape[0], 2 * grid.shape[0]):
         fine = grid.with_shape((n, n))
-        samples, _ = fsd.sample(score, sde, fine, jax.random.key(1), args.samples,
+        samples, _ = fsd.sample(score, sde, fine, key=jax.random.key(1), num_samples=args.samples,
                                 steps=args.sample_steps)
         reference = fsd.resample(data[: 4 * args.samples], fine.shape)
         report[n] = float(spectrum_relative_error(samples, reference, fine))

@@ -38,8 +38,8 @@ def main(argv=None):
             else fsd.load_checkpoint(args.checkpoint))
     for n in (int(r) for r in args.resolutions.split(",")):
         grid = ckpt.grid((n, n))
-        x, info = fsd.sample(ckpt.model, ckpt.sde, grid, jax.random.key(0), args.num,
-                             steps=args.steps)
+        x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(0),
+                             num_samples=args.num, steps=args.steps)
         pixels = np.asarray(ckpt.to_pixels(x))
         fig, axes = plt.subplots(1, args.num, figsize=(args.num, 1.2))
         for ax, image in zip(np.atleast_1d(axes), pixels):

@@ -7,7 +7,7 @@ from numpyro.distributions.util import validate_sample
 from ._covariance import AbstractCovariance
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._grid import Grid
-from ._validation import check_field_shape
+from ._validation import check_field_shape, is_concrete
 
 
 class GaussianField(dist.Distribution):
@@ -59,6 +59,10 @@ class GaussianField(dist.Distribution):
     @validate_sample
     def log_prob(self, value: Float[Array, "*batch n1 n2"]) -> Float[Array, "*batch"]:
         check_field_shape("value", value, self.grid.shape)
+        # Concrete values only: inside jit a NaN log-density is how NumPyro's samplers see a
+        # diverging trajectory, so a traced check would turn a rejected step into a crash.
+        if is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+            raise ValueError("`value` contains NaN or inf values.")
         coeffs = jnp.fft.fft2(value, norm="ortho")
         mu = self.covariance.pixel_eigenvalues(self.grid)
         quadratic = jnp.sum(jnp.abs(coeffs) ** 2 / mu, axis=(-2, -1))

@@ -32,7 +32,8 @@ def pretrained(name: str) -> Checkpoint:
         ckpt = numpyro_fsdiff.pretrained("mnist")
         grid = ckpt.grid((56, 56))
         score = ckpt.model   # S(x, t) on (56, 56) fields, e.g. for numpyro_fsdiff.sample:
-        # x, _ = numpyro_fsdiff.sample(score, ckpt.sde, grid, jax.random.key(0), 16, steps=200)
+        # x, _ = numpyro_fsdiff.sample(score, ckpt.sde, grid, key=jax.random.key(0),
+        #                              num_samples=16, steps=200)
         # images = ckpt.to_pixels(x)  # (16, 56, 56) in [0, 1]
         ```
     """

@@ -110,7 +110,7 @@ def _bring_to(data: Array, shape, method: str, chunk: int = 4096) -> Array:
     """`data` resampled to `shape`, in chunks to bound the memory of the FFTs."""
     if tuple(data.shape[-2:]) == tuple(shape):
         return jnp.asarray(data)
-    fn = jax.jit(lambda u: resample(u, shape, method=method))
+    fn = jax.jit(lambda u: resample(u, shape, resampling=method))
     return jnp.concatenate([fn(data[i : i + chunk]) for i in range(0, data.shape[0], chunk)])
 
 

@@ -65,7 +65,7 @@ def _sample_grids(ckpt, settings: DemoSettings, out: Path, progress) -> list[dic
         grid = ckpt.grid((n, n))
         key = jax.random.key(settings.seed)
         start = time.perf_counter()
-        x, info = sample(ckpt.model, ckpt.sde, grid, key, settings.num_samples,
+        x, info = sample(ckpt.model, ckpt.sde, grid, key=key, num_samples=settings.num_samples,
                          method="sde", solver="euler", steps=settings.sample_steps)
         x = jax.block_until_ready(x)
         wall = time.perf_counter() - start

@@ -118,7 +118,8 @@ def compare_solvers(
     rows = []
     for config in configurations:
         def run():
-            x, info = sample(score, sde, grid, key, num, chunk_size=chunk_size, **config)
+            x, info = sample(score, sde, grid, key=key, num_samples=num, batch_size=chunk_size,
+                             **config)
             return jax.block_until_ready(x), info
 
         start = time.perf_counter()

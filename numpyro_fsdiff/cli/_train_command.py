@@ -349,8 +349,8 @@ def _train(args, out: Path) -> int:
             num = args.samples if n == levels[-1][0] else max(1, args.samples // 4)
             # The library's sampler: its noise is keyed by step index, so the same seed gives
             # the same samples alone, batched or sharded.
-            x, _ = sample(ckpt.model, ckpt.sde, grid, jax.random.key(args.seed + 7), num,
-                          solver="euler", steps=args.sample_steps)
+            x, _ = sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(args.seed + 7),
+                          num_samples=num, solver="euler", steps=args.sample_steps)
             panels[f"{n}x{n} (reverse SDE, {args.sample_steps} Euler steps)"] = ckpt.to_pixels(x)
         plot_samples(panels, out / "samples.png")
         print(f"samples written in {time.perf_counter() - tick:.1f} s", flush=True)
