@@ -1,6 +1,7 @@
 r"""The Gaussian measure $N(0, Q)$ on a grid as a NumPyro distribution."""
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions.util import validate_sample
 
@@ -61,7 +62,7 @@ class GaussianField(dist.Distribution):
         check_field_shape("value", value, self.grid.shape)
         # Concrete values only: inside jit a NaN log-density is how NumPyro's samplers see a
         # diverging trajectory, so a traced check would turn a rejected step into a crash.
-        if is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
             raise ValueError("`value` contains NaN or inf values.")
         coeffs = jnp.fft.fft2(value, norm="ortho")
         mu = self.covariance.pixel_eigenvalues(self.grid)

@@ -232,7 +232,7 @@ class DiffusionPrior(dist.Distribution):
 
     def _check_value(self, value):
         check_field_shape("value", value, self.grid.shape)
-        if is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
             raise ValueError("`value` contains NaN or inf values.")
 
     @validate_sample

@@ -201,7 +201,7 @@ def test_old_call_forms_warn_and_give_the_same_draws():
     with pytest.warns(DeprecationWarning, match=r"simulate_forward\(key, x0, t1\)"):
         a = sde.simulate_forward(key, x0, 0.5, steps=4)
     np.testing.assert_array_equal(a, sde.simulate_forward(x0, 0.5, key=key, steps=4))
-    with pytest.warns(DeprecationWarning, match=r"DEFAULT_STEPS is deprecated"):
+    with pytest.warns(DeprecationWarning, match=r"DEFAULT_STEPS` is deprecated"):
         assert fs.DEFAULT_STEPS == DEFAULT_STEPS
     with pytest.raises(ValueError, match=r"`key` must be a PRNG key"):
         fs.sample(score, sde, GRID, num_samples=3)
