@@ -10,12 +10,12 @@ score evaluations.
 """
 
 import argparse
-import os
 
 import jax
 import jax.numpy as jnp
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff._io import write_text
 
 CONFIGS = [
     ("heun", 4, "uniform"),
@@ -75,10 +75,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 import jax
 
 import numpyro_fsdiff as fsd
+from numpyro_fsdiff._io import write_text
 
 
 def main():
@@ -92,10 +93,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":
