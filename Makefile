@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 # of the time; loadscope keeps a module's fixtures in one worker.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadscope
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadscope --durations=10
 	$(VENV)/bin/mkdocs build --strict --site-dir .site
 
 test-slow: $(VENV)/.installed
