@@ -10,7 +10,6 @@ The samplers live one per module: [`NUTS`][numpyro_fsdiff.inverse.NUTS] in `_nut
 
 import abc
 import functools
-import importlib
 import inspect
 import warnings
 from typing import Any, ClassVar
@@ -380,28 +379,3 @@ def posterior(
         weights=weights,
     )
 
-
-# Names that lived here before the split into one module per sampler; still importable from
-# here (numpyro_fsdiff/inverse/_tasks.py and older scripts import them) without a cycle.
-_MOVED = {
-    "NUTS": "_nuts",
-    "DENSE_METRIC_MAX_POINTS": "_nuts",
-    "_gauss_newton_metric": "_nuts",
-    "_linearised_metric": "_nuts",
-    "_inverse_metric": "_nuts",
-    "_optimised_inits": "_nuts",
-    "_misfit_per_chain": "_nuts",
-    "SVI": "_svi",
-    "MAP": "_svi",
-    "DPS": "_dps",
-    "guided_score": "_dps",
-    "gaussian_posterior": "_gaussian",
-    "_Problem": "_problem",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        module = importlib.import_module(f"{__package__}.{_MOVED[name]}")
-        return getattr(module, "Problem" if name == "_Problem" else name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -337,7 +337,7 @@ class SMC(AbstractSampler):
             "log_evidence": float(out.log_evidence),
             "ess": [float(e) for e in out.ess],
             "min_ess": float(jnp.min(out.ess)),
-            "final_ess": float(1.0 / jnp.sum(weights**2)),
+            "final_ess": float(out.ess[-1]),
             "num_resamplings": int(out.num_resamplings),
             "num_distinct_ancestors": int(out.num_distinct_ancestors),
         }
