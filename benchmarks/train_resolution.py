@@ -63,6 +63,23 @@ def heldout(network, sde, x_heldout, resolutions=(14, 28, 56), repeats=4, seed=0
     }
 
 
+def warm_start(network: FNO, checkpoint: str) -> FNO:
+    """`network` (with its cutoff) carrying the weights of a checkpoint of the same shapes.
+
+    The cutoff is a static field, so the weights move over leaf by leaf; a checkpoint of
+    another architecture is refused by name.
+    """
+    old = fs.load_checkpoint(checkpoint) if Path(checkpoint).exists() else fs.pretrained(checkpoint)
+    old_leaves, _ = jax.tree_util.tree_flatten(old.network)
+    new_leaves, treedef = jax.tree_util.tree_flatten(network)
+    shapes = [jnp.shape(x) for x in old_leaves], [jnp.shape(x) for x in new_leaves]
+    if shapes[0] != shapes[1]:
+        raise ValueError(
+            f"--init {checkpoint}: its network's weights do not match --modes/--width/--depth"
+        )
+    return jax.tree_util.tree_unflatten(treedef, old_leaves)
+
+
 def model_card(summary: dict, network: dict) -> str:
     """A factual model card from the run's summary (the lead adds the benchmark numbers)."""
     losses = summary["heldout_dsm_loss"]
@@ -108,6 +125,8 @@ def train_one(args, dataset: str) -> dict:
         cutoff=args.cutoff,
         key=jax.random.key(args.seed),
     )
+    if args.init is not None:
+        network = warm_start(network, args.init)
     common = dict(
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -242,6 +261,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-heldout", type=int, default=500)
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="warm start: checkpoint folder or name")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny net, few steps")
     args = p.parse_args(argv)
     if args.tiny:

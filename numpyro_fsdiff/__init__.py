@@ -49,6 +49,7 @@ from ._sharding import map_blocks as map_blocks
 from ._sharding import process_slice as process_slice
 from ._sharding import replicate as replicate
 from ._sharding import shard_leading_axis as shard_leading_axis
+from ._solvers import LogSNRClock as LogSNRClock
 from ._solvers import SolvePlan as SolvePlan
 from ._solvers import SolverConfig as SolverConfig
 from ._solvers import time_grid as time_grid

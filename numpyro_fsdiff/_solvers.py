@@ -49,6 +49,7 @@ _NAMES = {
 SDE_SOLVER_NAMES = _NAMES["sde"]
 ODE_SOLVER_NAMES = _NAMES["ode"]
 TIME_GRIDS = ("uniform", "log-snr", "edm")
+CLOCKS = ("time", "log-snr")
 
 DEFAULT_STEPS = 500
 """Fixed steps of a solve given neither `steps`, `times` nor tolerances (unless adaptive)."""
@@ -216,6 +217,14 @@ class SolverConfig(eqx.Module):
       the other direction runs them reversed); `diffrax.StepTo`.
     - `rtol`, `atol`: tolerances of adaptive steps with `diffrax.PIDController` (a missing
       one takes the other's value); solvers with an error estimate only.
+    - `clock`: the variable a Runge-Kutta ODE solve integrates in: `"time"` (default, $t$) or
+      `"log-snr"` ($\lambda_t = \log(m_t/\sigma_t)$, the equation re-posed by
+      [`LogSNRClock`][numpyro_fsdiff.LogSNRClock]). In $\lambda$ the contraction of the modes
+      the data leaves empty, rate $\tfrac12\beta/\sigma_t^2$ in $t$, becomes $m_t^2 \le 1$,
+      so fixed steps stay accurate near $t_\varepsilon$; fixed steps are then uniform in
+      $\lambda$ (`time_grid` `"uniform"` or `"log-snr"`; `"edm"` and `times` are mapped to
+      $\lambda$). ODE solves only, not the exponential integrators (which step in
+      $\lambda$ already).
     - `adjoint`: the Diffrax adjoint (`None`: the solve's default, see above).
     - `max_steps`: the step limit of adaptive solves (`None`: 4096); fixed-step solves take
       exactly their steps.
@@ -251,6 +260,7 @@ class SolverConfig(eqx.Module):
     adjoint: diffrax.AbstractAdjoint | None
     max_steps: int | np.integer | None = eqx.field(static=True)
     brownian_tol: ScalarLike | None = eqx.field(static=True)
+    clock: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -264,6 +274,7 @@ class SolverConfig(eqx.Module):
         adjoint=None,
         max_steps=None,
         brownian_tol=None,
+        clock="time",
     ):
         # Unannotated: every argument is checked, with an error naming it, in __check_init__.
         # Conversion only (shortcut names, NumPy scalars); every check is in __check_init__.
@@ -281,8 +292,11 @@ class SolverConfig(eqx.Module):
         self.adjoint = adjoint
         self.max_steps = _as_int(max_steps)
         self.brownian_tol = brownian_tol
+        self.clock = clock
 
     def __check_init__(self):
+        if self.clock not in CLOCKS:
+            raise ValueError(f"`clock` must be one of {CLOCKS}; got {self.clock!r}.")
         if self.solver is not None and not isinstance(self.solver, diffrax.AbstractSolver):
             raise ValueError(
                 f"`solver` must be one of {sorted(_SOLVERS)}, a diffrax solver instance or "
@@ -334,6 +348,7 @@ class SolverConfig(eqx.Module):
             adjoint=self.adjoint,
             max_steps=self.max_steps,
             brownian_tol=self.brownian_tol,
+            clock=self.clock,
         )
 
     @property
@@ -390,6 +405,16 @@ class SolverConfig(eqx.Module):
         solver = self.resolve_solver(kind)
         adaptive = self.is_adaptive(kind)
         dtype = jnp.result_type(float)
+        clock = None
+        if self.clock == "log-snr":
+            from ._exponential import is_exponential
+
+            if kind != "ode" or is_exponential(solver):
+                raise ValueError(
+                    "`clock`='log-snr' re-poses an ODE for a Runge-Kutta solver; got a "
+                    f"{kind.upper()} solve with {type(solver).__name__}. Use clock='time'."
+                )
+            clock = sde
         span = float(t1) - float(t0)
         times = None
         if adaptive:
@@ -407,6 +432,8 @@ class SolverConfig(eqx.Module):
             controller = diffrax.PIDController(
                 rtol=jnp.asarray(rtol, dtype), atol=jnp.asarray(atol, dtype)
             )
+            if clock is not None:
+                span = 1.0
             dt0 = span / (self.steps if self.steps is not None else 64)
             max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else self.max_steps
             brownian_tol = self.brownian_tol
@@ -428,8 +455,16 @@ class SolverConfig(eqx.Module):
                         )
                 times = times.at[0].set(t0).at[-1].set(t1)
                 steps = times.shape[0] - 1
-            elif self.time_grid != "uniform":
+            elif self.time_grid != "uniform" and not (
+                clock is not None and self.time_grid == "log-snr"
+            ):
                 times = time_grid(sde, t0, t1, steps, self.time_grid)
+            if clock is not None:  # the steps in s: uniform in lambda unless given
+                if times is not None:
+                    lam0, lam1 = sde.log_snr(t0), sde.log_snr(t1)
+                    times = (sde.log_snr(times) - lam0) / (lam1 - lam0)
+                    times = times.at[0].set(0.0).at[-1].set(1.0)
+                span = 1.0
             if times is None:
                 controller = diffrax.ConstantStepSize()
                 dt0 = span / steps
@@ -441,6 +476,9 @@ class SolverConfig(eqx.Module):
         adjoint = self.adjoint
         if adjoint is None:
             adjoint = diffrax.ForwardMode() if default_adjoint is None else default_adjoint
+        if clock is not None:
+            clock = LogSNRClock(None, sde, float(t0), float(t1))
+            t0, t1 = 0.0, 1.0
         return SolvePlan(
             solver=solver,
             controller=controller,
@@ -452,6 +490,7 @@ class SolverConfig(eqx.Module):
             max_steps=int(max_steps),
             adjoint=adjoint,
             brownian_tol=brownian_tol,
+            clock=clock,
         )
 
 
@@ -526,6 +565,49 @@ def backward_sde_solve_args(terms, solver: diffrax.AbstractSolver, t0, t1, dt0):
     return terms, -t0, -t1, None if dt0 is None else -dt0
 
 
+class LogSNRClock(diffrax.AbstractTerm):
+    r"""An ODE term re-posed in the log-SNR clock, for solves with `clock="log-snr"`.
+
+    With $\lambda_t = \log(m_t/\sigma_t)$ and $\dot\lambda_t = -eta(t)/(2\sigma_t^2)$, the
+    solve runs in $s \in [0, 1]$, $\lambda(s) = \lambda_{t_0} + s(\lambda_{t_1} -
+    \lambda_{t_0})$, with the vector field
+
+    $$rac{\mathrm{d}y}{\mathrm{d}s} = vig(t(\lambda(s)), yig)\,
+    rac{\mathrm{d}t}{\mathrm{d}\lambda}\,(\lambda_{t_1} - \lambda_{t_0}), \qquad
+    rac{\mathrm{d}t}{\mathrm{d}\lambda} = -rac{2\sigma_t^2}{eta(t)},$$
+
+    so equal steps in $s$ are equal steps in $\lambda$, and the time change is a scalar: the
+    divergence of the augmented density ODE scales with it. $t(\lambda)$ is
+    [`VPSDE.time_at_log_snr`][numpyro_fsdiff.VPSDE.time_at_log_snr]; the ends $t_0$, $t_1$
+    are static, $\lambda$ is computed from the (possibly traced) schedule at solve time.
+
+    **Arguments:** `term` (an ODE term in $t$, or None until the solve fills it), `sde`, `t0`,
+    `t1`.
+    """
+
+    term: diffrax.AbstractTerm | None
+    sde: eqx.Module
+    t0: float = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+
+    def time(self, s):
+        r"""$t(\lambda(s))$ and $\mathrm{d}t/\mathrm{d}s$."""
+        lam0, lam1 = self.sde.log_snr(self.t0), self.sde.log_snr(self.t1)
+        t = self.sde.time_at_log_snr(lam0 + s * (lam1 - lam0))
+        _, std = self.sde.marginal_coefficients(t)
+        return t, -2.0 * std**2 / self.sde.beta(t) * (lam1 - lam0)
+
+    def vf(self, s, y, args):
+        t, rate = self.time(s)
+        return jax.tree.map(lambda v: v * rate.astype(v.dtype), self.term.vf(t, y, args))
+
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0
+
+    def prod(self, vf, control):
+        return jax.tree.map(lambda v: v * control, vf)
+
+
 class SolvePlan(eqx.Module):
     """A [`SolverConfig`][numpyro_fsdiff.SolverConfig] fixed for one solve (built by
     `SolverConfig.plan`): the solver instance, the step-size controller, the interval.
@@ -545,6 +627,7 @@ class SolvePlan(eqx.Module):
     max_steps: int = eqx.field(static=True)
     adjoint: diffrax.AbstractAdjoint
     brownian_tol: ScalarLike | None = eqx.field(static=True)
+    clock: "LogSNRClock | None" = None
 
     def brownian_motion(
         self, key: PRNGKeyArray, shape: tuple[int, ...], levy_area: type | None = None
@@ -576,6 +659,8 @@ class SolvePlan(eqx.Module):
         """
         t0, t1, dt0 = self.t0, self.t1, self.dt0
         controller = self.controller
+        if self.clock is not None:
+            terms = eqx.tree_at(lambda c: c.term, self.clock, terms, is_leaf=lambda x: x is None)
         if needs_time_reversal(self.solver) and t0 > t1:
             terms, t0, t1, dt0 = backward_sde_solve_args(terms, self.solver, t0, t1, dt0)
             if isinstance(controller, diffrax.StepTo):
