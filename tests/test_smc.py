@@ -72,8 +72,10 @@ def _z(estimates, exact):
     return (estimates.mean(axis=0) - np.asarray(exact)) / se
 
 
-@pytest.mark.parametrize("task", ["deblur", "inpaint"])
-def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task):
+@pytest.mark.parametrize(
+    "task, time_grid", [("deblur", "uniform"), ("inpaint", "uniform"), ("deblur", "log-snr")]
+)
+def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
     grid, sde, score, operator, sigma, y = _gaussian_problem(task)
     eigenvalues = score.marginal_eigenvalues(T_EPS)
     mean, cov = gaussian_posterior(y, operator, eigenvalues, grid, sigma)
@@ -83,8 +85,9 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task):
     exact_log_z = jax.scipy.stats.multivariate_normal.logpdf(
         jnp.ravel(y), jnp.zeros(a.shape[0]), gram
     )
-    sampler = SMC(score, sde, num_particles=256, steps=50)
+    sampler = SMC(score, sde, num_particles=256, steps=50, time_grid=time_grid)
     runs = _runs(sampler, GaussianLikelihood(y, operator, grid, sigma), grid, range(RUNS))
+    np.testing.assert_allclose(runs[0].times, fsd.time_grid(sde, sde.T, T_EPS, 50, time_grid))
     z_mean = _z([r.mean for r in runs], mean)
     z_std = _z([r.std for r in runs], std)
     z_log_z = _z([r.log_evidence for r in runs], exact_log_z)
@@ -249,6 +252,7 @@ def test_invalid_arguments_are_named():
         (dict(ess_threshold=1.5), r"`ess_threshold` must be"),
         (dict(resampler="ssp"), r"`resampler` must be"),
         (dict(twist_variance=-1.0), r"`twist_variance` must be"),
+        (dict(time_grid="cosine"), r"`time_grid` must be one of"),
         (dict(t_eps=2.0), r"`t_eps` must be"),
     ]:
         with pytest.raises(ValueError, match=match):

@@ -14,6 +14,7 @@ from .._custom_types import Array, Field, Float, Int, PRNGKeyArray, Scalar
 from .._grid import Grid
 from .._sde import VPSDE, Score
 from .._sharding import check_divisible, map_blocks
+from .._solvers import TIME_GRIDS, time_grid
 from .._validation import check_data, check_positive
 from ._noise import GaussianNoise
 from ._operators import AbstractOperator
@@ -159,8 +160,9 @@ class SMC(AbstractSampler):
 
     **Target.** With $p_{t_\varepsilon}$ the law of the Euler-Maruyama discretisation of the
     reverse SDE (DESIGN section 5) started from $X_T \sim N(0, Q)$ and run with `steps`
-    uniform steps to $t_\varepsilon$ (the *reverse-SDE law* of the score, DESIGN section 10;
-    not the probability-flow law of `DiffusionPrior.log_prob`), the sampler targets
+    steps of `time_grid` (uniform by default) to $t_\varepsilon$ (the *reverse-SDE law* of
+    the score, DESIGN section 10; not the probability-flow law of `DiffusionPrior.log_prob`),
+    the sampler targets
 
     $$\pi(x) = p_{t_\varepsilon}(x)\, p(y \mid x) \,/\, Z, \qquad Z = \int
     p_{t_\varepsilon}(x)\,p(y\mid x)\,\mathrm d x \approx p(y),$$
@@ -257,6 +259,9 @@ class SMC(AbstractSampler):
     - `batch_size`: how many particles are propagated together (vectorised) at a time.
     - `twist_variance`: $\kappa \ge 0$ of the Gaussian twist above.
     - `exact_last_step`: draw the last step from its locally optimal proposal (above).
+    - `time_grid`: where the steps fall, `"uniform"` (default), `"log-snr"` or `"edm"`
+      ([`time_grid`][numpyro_fsdiff.time_grid]); the target is the Euler-Maruyama law on
+      that grid.
 
     !!! example
 
@@ -291,6 +296,7 @@ class SMC(AbstractSampler):
     batch_size: int = eqx.field(static=True, default=256)
     twist_variance: float = eqx.field(static=True, default=1.0)
     exact_last_step: bool = eqx.field(static=True, default=True)
+    time_grid: str = eqx.field(static=True, default="uniform")
 
     def __check_init__(self):
         if self.sde is not None and not isinstance(self.sde, VPSDE):
@@ -308,6 +314,8 @@ class SMC(AbstractSampler):
             raise ValueError(f"`ess_threshold` must be in [0, 1]; got {self.ess_threshold!r}.")
         if not self.twist_variance >= 0:
             raise ValueError(f"`twist_variance` must be >= 0; got {self.twist_variance!r}.")
+        if self.time_grid not in TIME_GRIDS:
+            raise ValueError(f"`time_grid` must be one of {TIME_GRIDS}; got {self.time_grid!r}.")
         if self.resampler not in RESAMPLERS:
             raise ValueError(
                 f"`resampler` must be one of {RESAMPLERS}; got {self.resampler!r}."
@@ -404,7 +412,7 @@ class SMC(AbstractSampler):
             num_resamplings=jnp.sum(resampled),
             num_distinct_ancestors=distinct,
             score_evaluations=2 * self.steps * self.num_particles,
-            times=_times(self.sde, self.t_eps, self.steps),
+            times=_times(self.sde, self.t_eps, self.steps, self.time_grid),
             wall_time_s=wall,
         )
 
@@ -524,8 +532,8 @@ def _diffusion_site(model, args, kwargs):
     return priors[0]
 
 
-def _times(sde: VPSDE, t_eps: float, steps: int) -> Float[Array, " K1"]:
-    return jnp.linspace(sde.T, t_eps, steps + 1)
+def _times(sde: VPSDE, t_eps: float, steps: int, kind: str) -> Float[Array, " K1"]:
+    return time_grid(sde, sde.T, t_eps, steps, kind)
 
 
 @eqx.filter_jit
@@ -533,7 +541,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
     """The whole run, compiled once per sampler structure, likelihood, grid and mesh."""
     sde, score, n = sampler.sde, sampler.score, sampler.num_particles
     covariance = sde.covariance
-    times = _times(sde, sampler.t_eps, sampler.steps)
+    times = _times(sde, sampler.t_eps, sampler.steps, sampler.time_grid)
     resample_fn = getattr(_blackjax_smc().resampling, sampler.resampler)
     basis, exact_last_step = None, False
     if isinstance(log_likelihood, GaussianLikelihood):
