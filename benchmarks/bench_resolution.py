@@ -77,7 +77,9 @@ def refined_probes(num_probes: int, shape, seed: int) -> jnp.ndarray:
     return fs.resample(base, shape) * scale
 
 
-def relative_densities(ckpt, x28, resolutions, ode_steps, num_probes, seed, probes_kind):
+def relative_densities(
+    ckpt, x28, resolutions, ode_steps, num_probes, seed, probes_kind, clock="log-snr"
+):
     out = {}
     for n in resolutions:
         grid = ckpt.grid((n, n))
@@ -91,8 +93,7 @@ def relative_densities(ckpt, x28, resolutions, ode_steps, num_probes, seed, prob
             ckpt.model,
             ckpt.sde,
             grid,
-            solver="heun",
-            steps=ode_steps,
+            solver=fs.SolverConfig("heun", steps=ode_steps, clock=clock),
             divergence=fs.HutchinsonDivergence(probes),
         )
         x = fs.resample(jnp.asarray(x28), (n, n))
@@ -162,7 +163,8 @@ def markdown(result) -> str:
         "## Relative log-density of held-out test images, refined spectrally",
         "",
         f"{result['num_density']} test images, probability-flow ODE ({result['ode_steps']} "
-        f"Heun steps), Hutchinson divergence with {result['num_probes']} probes.",
+        f"Heun steps, {result.get('clock', 'time')} clock), Hutchinson divergence with "
+        f"{result['num_probes']} probes.",
         "",
         "| probes | grid | mean log(p/mu_Q) | max rel. diff. to 28 |",
         "|---|---|---|---|",
@@ -222,6 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-density", type=int, default=8, help="test images for log-densities")
     p.add_argument("--ode-steps", type=int, default=32)
     p.add_argument("--num-probes", type=int, default=4)
+    p.add_argument("--clock", default="log-snr", help="clock of the density solve")
     p.add_argument("--resolutions", default="28,56,112")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--data-root", default=None)
@@ -237,7 +240,8 @@ def main(argv=None) -> int:
     kinds = ["refined"] + (["rademacher"] if ckpt.model.cutoff is None else [])
     densities = {
         kind: relative_densities(
-            ckpt, x_test, resolutions, args.ode_steps, args.num_probes, args.seed, kind
+            ckpt, x_test, resolutions, args.ode_steps, args.num_probes, args.seed, kind,
+            args.clock,
         )
         for kind in kinds
     }
@@ -283,6 +287,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         num_density=args.num_density,
         ode_steps=args.ode_steps,
+        clock=args.clock,
         num_probes=args.num_probes,
         log_prob_relative=densities,
         spectrum=spectrum,
