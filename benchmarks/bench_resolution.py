@@ -104,30 +104,9 @@ def relative_densities(
 
 
 def spectrum_table(samples: dict, covariance):
-    r28, p28, s28 = fs.radial_power_spectrum(samples[28])
-    rows = {}
-    for n, xs in samples.items():
-        if n == 28:
-            continue
-        r, p, s = fs.radial_power_spectrum(xs)
-        shared = [(i, np.where(r28 == ri)[0][0]) for i, ri in enumerate(r) if 1 <= ri <= BAND]
-        z_shared = [(p[i] - p28[j]) / np.hypot(s[i], s28[j]) for i, j in shared]
-        ratio_shared = [p[i] / p28[j] for i, j in shared]
-        rq, pq = fs.covariance_power_spectrum(covariance, (n, n))
-        new = [i for i, ri in enumerate(r) if NEW_FROM <= ri < n // 2]
-        z_new = [(p[i] - pq[i]) / s[i] for i in new]
-        ratio_new = [p[i] / pq[i] for i in new]
-        high = np.asarray(xs - fs.band_limit(jnp.asarray(xs), BAND))
-        rows[str(n)] = dict(
-            # The pixel std (u = (x + 1)/2 in [0, 1]) of the part above |k_i| = 13.
-            high_pixel_std=float(0.5 * high.std()),
-            shared_ratio_median=float(np.median(ratio_shared)),
-            shared_abs_z_max=float(np.max(np.abs(z_shared))),
-            shared_abs_z_median=float(np.median(np.abs(z_shared))),
-            new_ratio_median=float(np.median(ratio_new)),
-            new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
-            new_abs_z_median=float(np.median(np.abs(z_new))),
-        )
+    rows = fs.compare_spectra(samples, covariance, BAND)
+    for row in rows.values():  # the pixel std (u = (x + 1)/2 in [0, 1]) above |k_i| = 13
+        row["high_pixel_std"] = 0.5 * row.pop("high_std")
     return rows
 
 

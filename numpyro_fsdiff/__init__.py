@@ -53,6 +53,7 @@ from ._solvers import LogSNRClock as LogSNRClock
 from ._solvers import SolvePlan as SolvePlan
 from ._solvers import SolverConfig as SolverConfig
 from ._solvers import time_grid as time_grid
+from ._spectrum import compare_spectra as compare_spectra
 from ._spectrum import covariance_power_spectrum as covariance_power_spectrum
 from ._spectrum import plot_power_spectra as plot_power_spectra
 from ._spectrum import radial_power_spectrum as radial_power_spectrum

@@ -59,6 +59,73 @@ def covariance_power_spectrum(
     return radii, np.array([lam[radius == r].mean() for r in radii])
 
 
+def compare_spectra(
+    samples: dict, covariance: AbstractCovariance, cutoff: int, lengths=(1.0, 1.0)
+) -> dict:
+    r"""How the samples of a prior on finer grids compare, shell by shell, with the coarsest
+    grid's samples and with $N(0, Q)$: the resolution check of a measure on functions.
+
+    For each finer grid, with $P(r)$ of
+    [`radial_power_spectrum`][numpyro_fsdiff.radial_power_spectrum]:
+
+    - *shared shells* $1 \le r \le K$ (`cutoff`; modes every grid holds): the ratio to the
+      coarsest grid's $P(r)$ and $z = \Delta P / \sqrt{s_1^2 + s_2^2}$ from the standard errors;
+    - *new shells*, those wholly outside the box $|k_i| \le K$ ($r \ge \lceil K\sqrt2 +
+      \tfrac12\rceil$) below the grid's Nyquist radius: the ratio to $Q$'s $\lambda_k/|D|$
+      ([`covariance_power_spectrum`][numpyro_fsdiff.covariance_power_spectrum]) and its $z$;
+    - the standard deviation of the fields' part above $K$ (`band_limit`'s complement).
+
+    A band-limited model ($S = -x$ above $K$) gives ratios 1 within sampling error on both.
+
+    **Arguments:**
+
+    - `samples`: `{n: fields (num, n, n)}` for square grids, at least two, each `num >= 2`.
+    - `covariance`: the noise covariance $Q$.
+    - `cutoff`: the band $K$, at most the coarsest grid's $n/2 - 1$.
+    - `lengths`: the domain's side lengths.
+
+    **Returns:** `{str(n): {...}}` for each grid but the coarsest, with `shared_ratio_median`,
+    `shared_abs_z_median`, `shared_abs_z_max`, `new_ratio_median`, `new_ratio_range`,
+    `new_abs_z_median`, `high_std` (NaN where a grid has no new shell).
+
+    **Raises:** `ValueError` for fewer than two grids or a cutoff the coarsest grid cannot hold.
+    """
+    from ._grid import band_limit
+
+    if not isinstance(samples, dict) or len(samples) < 2:
+        raise ValueError(f"`samples` must map at least two grid sizes to fields; got {samples!r}.")
+    sizes = sorted(samples)
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int) or not 1 <= cutoff < sizes[0] // 2:
+        raise ValueError(
+            f"`cutoff` must be an int in [1, {sizes[0] // 2 - 1}] for the {sizes[0]} x "
+            f"{sizes[0]} grid; got {cutoff!r}."
+        )
+    new_from = int(np.ceil(cutoff * np.sqrt(2) + 0.5))
+    r0, p0, s0 = radial_power_spectrum(samples[sizes[0]], lengths)
+    out = {}
+    for n in sizes[1:]:
+        xs = np.asarray(samples[n])
+        r, p, s = radial_power_spectrum(xs, lengths)
+        shared = [(i, int(np.where(r0 == ri)[0][0])) for i, ri in enumerate(r) if 1 <= ri <= cutoff]
+        z_shared = np.array([(p[i] - p0[j]) / np.hypot(s[i], s0[j]) for i, j in shared])
+        ratio_shared = np.array([p[i] / p0[j] for i, j in shared])
+        _, pq = covariance_power_spectrum(covariance, (n, n), lengths)
+        new = [i for i, ri in enumerate(r) if new_from <= ri < n // 2]
+        ratio_new = np.array([p[i] / pq[i] for i in new]) if new else np.array([np.nan])
+        z_new = np.array([(p[i] - pq[i]) / s[i] for i in new]) if new else np.array([np.nan])
+        high = xs - np.asarray(band_limit(jnp.asarray(xs), cutoff))
+        out[str(n)] = dict(
+            shared_ratio_median=float(np.median(ratio_shared)),
+            shared_abs_z_median=float(np.median(np.abs(z_shared))),
+            shared_abs_z_max=float(np.max(np.abs(z_shared))),
+            new_ratio_median=float(np.median(ratio_new)),
+            new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
+            new_abs_z_median=float(np.median(np.abs(z_new))),
+            high_std=float(high.std()),
+        )
+    return out
+
+
 def plot_power_spectra(
     spectra: dict, *, covariance: AbstractCovariance | None = None, cutoff=None, ax=None
 ):
