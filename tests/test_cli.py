@@ -238,12 +238,16 @@ def test_demo_runs_end_to_end_small(tmp_path):
 
     report = run(tmp_path, SMALL, progress=False)
     text = report.read_text()
-    assert "## 3. Solver comparison" in text
+    assert "## 3. Solver comparison" in text and "(SMC)" in text
     for n in SMALL.sample_resolutions:
         assert (tmp_path / f"samples_{n}.png").stat().st_size > 1000
+    assert (tmp_path / "spectra.png").stat().st_size > 1000
     for task in SMALL.inverse_tasks:
-        stem = f"{task}_nuts_mnist_{SMALL.inverse_resolution}"
+        stem = f"{task}_smc_mnist_{SMALL.inverse_resolution}"
         assert (tmp_path / f"{stem}.png").exists()
-        assert json.loads((tmp_path / f"{stem}.json").read_text())["task"] == task
+        saved = json.loads((tmp_path / f"{stem}.json").read_text())
+        assert saved["task"] == task and "log_evidence" in saved["diagnostics"]
     record = json.loads((tmp_path / "report.json").read_text())
     assert record["wall_s"] > 0 and len(record["solvers"]) > 0
+    finer = str(max(SMALL.sample_resolutions))
+    assert np.isfinite(record["spectra"]["grids"][finer]["shared_ratio_median"])
