@@ -368,6 +368,33 @@ def test_invert_command_end_to_end(tmp_path):
     assert (tmp_path / "out" / "inpaint_dps_mnist_16.png").stat().st_size > 1000
 
 
+def test_invert_defaults_to_smc_with_its_own_sizes():
+    """`fsdiff invert` without `--sampler` runs SMC, 256 particles x 100 steps unless told."""
+    from numpyro_fsdiff.cli import build_parser
+    from numpyro_fsdiff.cli._invert import OTHER_DEFAULTS, SMC_DEFAULTS
+
+    args = build_parser().parse_args(["invert", "--task", "deblur"])
+    assert args.sampler == "smc" and args.samples is None and args.steps is None
+    assert SMC_DEFAULTS == dict(samples=256, steps=100)
+    assert OTHER_DEFAULTS == dict(samples=50, steps=200)
+
+
+@pytest.mark.slow
+def test_invert_command_runs_smc_by_default(tmp_path):
+    import json
+
+    from numpyro_fsdiff.cli import main
+
+    _tiny_checkpoint(tmp_path / "ckpt")
+    code = main(["invert", "--task", "deblur", "--checkpoint", str(tmp_path / "ckpt"),
+                 "--resolution", "12", "--samples", "4", "--steps", "3",
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "deblur_smc_mnist_12.json").read_text())
+    assert report["sampler"] == "SMC" and report["info"]["score_evaluations"] == 2 * 3 * 4
+    assert {"log_evidence", "final_ess", "num_distinct_ancestors"} <= set(report["diagnostics"])
+
+
 def test_invert_chooses_the_mass_matrix():
     """`--mass-matrix` reaches NUTS; `auto` is the linearised posterior up to 4096 points."""
     from numpyro_fsdiff.cli import build_parser

@@ -57,15 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=int, default=0, help="index of the test image")
     parser.add_argument("--resolution", type=int, default=28,
                         help="side of the grid the unknown field lives on")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
-                        help="dps is the fast baseline; nuts is exact but slow on a CPU; smc is "
-                        "weighted sequential Monte Carlo along the reverse SDE")
-    parser.add_argument("--samples", type=positive_int, default=50,
-                        help="draws (per chain for NUTS; particles for SMC)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="smc",
+                        help="smc (default): weighted sequential Monte Carlo along the reverse "
+                        "SDE, asymptotically exact; dps: the fast approximate baseline; nuts: "
+                        "in the flow's latent, slow on a CPU and rarely mixed")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help="draws: particles for SMC (default 256), per chain for NUTS, "
+                        "samples for DPS/SVI (default 50)")
     parser.add_argument("--warmup", type=positive_int, default=50, help="NUTS warm-up per chain")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
-    parser.add_argument("--steps", type=positive_int, default=200,
-                        help="SVI/MAP optimisation steps, or DPS/SMC reverse-SDE steps")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="SMC reverse-SDE steps (default 100), DPS reverse-SDE steps or "
+                        "SVI/MAP optimisation steps (default 200)")
     parser.add_argument("--ode-steps", type=positive_int, default=10,
                         help="fixed steps of the probability-flow prior (NUTS/SVI/MAP)")
     parser.add_argument("--ode-solver", default="euler",
@@ -84,14 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="invert_out", help="output folder")
 
 
+SMC_DEFAULTS = dict(samples=256, steps=100)
+OTHER_DEFAULTS = dict(samples=50, steps=200)
+
+
 def run(args) -> int:
     from ._tasks import run_task
 
+    defaults = SMC_DEFAULTS if args.sampler == "smc" else OTHER_DEFAULTS
+    samples = defaults["samples"] if args.samples is None else args.samples
+    steps = defaults["steps"] if args.steps is None else args.steps
     report = run_task(
         task=args.task, checkpoint=args.checkpoint, dataset=args.dataset,
         data_root=args.data_root, image=args.image, resolution=args.resolution,
-        sampler=args.sampler, num_samples=args.samples, num_warmup=args.warmup,
-        num_chains=args.chains, steps=args.steps, ode_steps=args.ode_steps,
+        sampler=args.sampler, num_samples=samples, num_warmup=args.warmup,
+        num_chains=args.chains, steps=steps, ode_steps=args.ode_steps,
         ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
         mass_matrix=args.mass_matrix, guidance=args.guidance, seed=args.seed, out=args.out,
     )

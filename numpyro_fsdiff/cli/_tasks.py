@@ -149,7 +149,7 @@ def run_task(
     data_root: str | None = None,
     image: int = 0,
     resolution: int = 28,
-    sampler: str = "nuts",
+    sampler: str = "smc",
     num_samples: int = 50,
     num_warmup: int = 50,
     num_chains: int = 2,
