@@ -288,7 +288,7 @@ class ProbabilityFlowODE(eqx.Module):
             raise ValueError(
                 f"`solver`: the exponential integrator {type(plan.solver).__name__} solves the "
                 "state only; log-densities integrate the divergence with the flow, so use a "
-                "Runge-Kutta solver for them (e.g. 'heun' on time_grid='log-snr')."
+                "Runge-Kutta solver for them (e.g. SolverConfig('heun', steps=8, clock='log-snr'))."
             )
         if exponential:
             term = DataPredictionTerm(self._score, self.sde)
