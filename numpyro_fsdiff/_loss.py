@@ -88,13 +88,15 @@ class NoisePredictionScore(eqx.Module):
         self, xs: Float[Array, "batch n1 n2"], ts: Float[Array, " batch"]
     ) -> Float[Array, "batch n1 n2"]:
         """The score on a batch, equal to `jax.vmap(self)(xs, ts)`: through the network's own
-        `batched(xs, ts)` when it has one (e.g. the FNO, whose batched path is faster)."""
+        `batched(xs, ts)` when it has one (e.g. the FNO, whose batched path is faster), with
+        the same band construction as one field."""
         _, std = self.sde.marginal_coefficients(ts)
-        if hasattr(self.network, "batched"):
-            eps = self.network.batched(xs, ts)
-        else:
-            eps = jax.vmap(self.network)(xs, ts)
-        return -eps / std[:, None, None]
+        std = std[:, None, None]
+        predict = self.network.batched if hasattr(self.network, "batched") else jax.vmap(
+            self.network
+        )
+        eps = band_limited_noise(lambda ys: predict(ys, ts), xs, std, self.cutoff)
+        return -eps / std
 
 
 def dsm_loss(
