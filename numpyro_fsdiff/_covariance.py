@@ -2,6 +2,7 @@ r"""Covariance operators $Q$ diagonal in the Fourier basis, $Q e_k = \lambda_k e
 
 import abc
 import dataclasses
+import numbers
 
 import equinox as eqx
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Array, BatchedField, Float, PRNGKeyArray, Scalar, Spectrum
-from ._grid import Grid, fourier_multiply
+from ._grid import Grid, band_mask, fourier_multiply
 from ._validation import check_positive
 
 _DIMENSION = 2  # a power-law spectrum (1 + |k|^2)^-alpha is summable in d dims iff alpha > d/2
@@ -256,3 +257,44 @@ class Combined(AbstractCovariance):
     def is_trace_class(self) -> bool:
         return self.first.is_trace_class and self.second.is_trace_class
 
+
+
+class BandSplit(AbstractCovariance):
+    r"""One operator on the box band, another above it: $\lambda_k = \lambda^{\mathrm{in}}_k$
+    for $|k_1|, |k_2| \le K$ and $\lambda^{\mathrm{out}}_k$ otherwise.
+
+    Defined on the wavenumbers, so the same operator on every grid (a grid's folded Nyquist
+    mode stands for $\pm n/2$, both inside or both outside the box). Made for the
+    band-limited construction of a learned prior (docs/theory.md): with a network of cutoff
+    $K$ the law above $K$ is exactly $N(0, Q^{\mathrm{out}})$, so `outside` only sets how
+    visible that Gaussian part is on fine grids, while `inside` sets the noise the network
+    learns to remove. Trace-class iff both parts are.
+
+    **Arguments:**
+
+    - `inside`: the operator on the band.
+    - `outside`: the operator above it.
+    - `cutoff`: the band $K \ge 0$ (an int).
+    """
+
+    inside: AbstractCovariance
+    outside: AbstractCovariance
+    cutoff: int = eqx.field(static=True)
+
+    def __init__(self, inside, outside, cutoff):
+        for name, part in (("inside", inside), ("outside", outside)):
+            if not isinstance(part, AbstractCovariance):
+                raise ValueError(f"`{name}` must be a covariance operator; got {part!r}.")
+        if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Integral) or cutoff < 0:
+            raise ValueError(f"`cutoff` must be an int >= 0; got {cutoff!r}.")
+        self.inside = inside
+        self.outside = outside
+        self.cutoff = int(cutoff)
+
+    def eigenvalues(self, grid: Grid) -> Spectrum:
+        band = band_mask(grid.shape, self.cutoff)
+        return band * self.inside.eigenvalues(grid) + (1 - band) * self.outside.eigenvalues(grid)
+
+    @property
+    def is_trace_class(self) -> bool:
+        return self.inside.is_trace_class and self.outside.is_trace_class

@@ -13,7 +13,7 @@ from numpyro_fsdiff._checkpoint import (
     export_checkpoint,
     save_checkpoint,
 )
-from numpyro_fsdiff.covariance import Combined, LaplacianPower, Matern, WhiteNoise
+from numpyro_fsdiff.covariance import BandSplit, Combined, LaplacianPower, Matern, WhiteNoise
 from numpyro_fsdiff.data import PixelScaling
 from numpyro_fsdiff.nn import FNO
 
@@ -40,6 +40,7 @@ def leaves_equal(a, b):
         LaplacianPower(1.5, 2.0, constant_mode=0.3),
         WhiteNoise(0.25),
         Combined(Matern(2.0, 3.0, 1.0), LaplacianPower(1.2, 0.1)),
+        BandSplit(Matern(1.5, 10.0, 8.38), Matern(2.5, 3.0, 14.99), 3),
     ],
 )
 def test_covariance_config_round_trip(covariance):

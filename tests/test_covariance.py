@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from helpers import dense_pixel_covariance
 
-from numpyro_fsdiff import VPSDE, Grid, resample
-from numpyro_fsdiff.covariance import Combined, LaplacianPower, Matern, WhiteNoise
+from numpyro_fsdiff import VPSDE, Grid, band_mask, resample
+from numpyro_fsdiff.covariance import BandSplit, Combined, LaplacianPower, Matern, WhiteNoise
 
 
 def test_matern_eigenvalues_follow_the_formula():
@@ -88,9 +88,12 @@ def test_alpha_at_most_one_is_not_trace_class():
 @pytest.mark.parametrize(
     "fine,coarse", [((16, 12), (8, 6)), ((9, 8), (6, 4)), ((15, 15), (7, 7)), ((10, 9), (5, 9))]
 )
-def test_nesting_coarsened_fine_law_is_the_coarse_law(fine, coarse, x64):
+@pytest.mark.parametrize("split", [False, True])
+def test_nesting_coarsened_fine_law_is_the_coarse_law(fine, coarse, split, x64):
     # Covariance of resample(u_fine) = R Sigma_fine R^T, with R the (linear) coarsening matrix.
     q = Combined(Matern(alpha=1.5, tau=2.0, scale=3.0), LaplacianPower(alpha=2.0))
+    if split:  # the same operator on every grid, its band's Nyquist folding included
+        q = BandSplit(q, Matern(alpha=2.5, tau=3.0, scale=0.5), 2)
     fine_grid, coarse_grid = Grid(fine, (1.0, 1.5)), Grid(coarse, (1.0, 1.5))
     sigma_fine = dense_pixel_covariance(q, fine_grid)
     eye = jnp.eye(fine_grid.size).reshape((-1,) + fine)
@@ -142,6 +145,9 @@ def test_sampling_is_practical_at_512():
         (lambda: LaplacianPower(alpha=-1.0), "alpha"),
         (lambda: WhiteNoise(scale=0.0), "scale"),
         (lambda: Combined(Matern(), 3.0), "second"),
+        (lambda: BandSplit(3.0, Matern(), 2), "inside"),
+        (lambda: BandSplit(Matern(), Matern(), -1), "cutoff"),
+        (lambda: BandSplit(Matern(), Matern(), 2.5), "cutoff"),
     ],
 )
 def test_bad_parameters_name_the_argument(make, name):
@@ -156,3 +162,14 @@ def test_trace_class_error_prints_the_parameter_values():
     assert text == (
         "Combined(first=Matern(alpha=2.0, tau=3.0, scale=1.0), second=WhiteNoise(scale=0.5))"
     )
+
+
+def test_band_split_takes_each_operator_on_its_side_of_the_box():
+    inside, outside = Matern(1.5, 10.0, 8.0), Matern(2.5, 3.0, 15.0)
+    q = BandSplit(inside, outside, 3)
+    grid = Grid((12, 10))
+    band = np.asarray(band_mask(grid.shape, 3)) > 0
+    lam = np.asarray(q.eigenvalues(grid))
+    np.testing.assert_array_equal(lam[band], np.asarray(inside.eigenvalues(grid))[band])
+    np.testing.assert_array_equal(lam[~band], np.asarray(outside.eigenvalues(grid))[~band])
+    assert q.is_trace_class and not BandSplit(inside, WhiteNoise(1.0), 3).is_trace_class
