@@ -11,10 +11,13 @@ PRETRAINED = ("mnist", "fashion-mnist")
 def pretrained(name: str) -> Checkpoint:
     """Load a pretrained FNO score model shipped in `numpyro_fsdiff/weights/<name>/`.
 
-    Each was trained with `fsdiff train` on these CPUs, coarse to fine (14 x 14 then
-    28 x 28); its `MODEL_CARD.md` gives the exact command, the data, the wall time and the
-    held-out DSM loss at 14, 28 and 56. The result is the same object as
-    [`load_checkpoint`][numpyro_fsdiff.load_checkpoint] returns.
+    Each is a band-limited FNO (`cutoff=13`: the score is exactly $-x$ above the modes a
+    28 x 28 grid holds, so the law is a measure on functions, the same on every grid; see
+    docs/theory.md) with the noise covariance `BandSplit(Matern(1.5, 10), Matern(2.5, 3), 13)`,
+    trained with `benchmarks/train_resolution.py` on these CPUs, warm-started from the
+    earlier unconstrained weights; its `MODEL_CARD.md` gives the exact command, the data, the
+    wall time, the held-out DSM loss at 14, 28 and 56 and the measured sample quality. The
+    result is the same object as [`load_checkpoint`][numpyro_fsdiff.load_checkpoint] returns.
 
     **Arguments:**
 

@@ -161,14 +161,20 @@ def test_relative_density_is_the_same_on_three_grids(x64):
     assert abs(plain_values[2] - plain_values[0]) > 10 * abs(plain_values[0]) * 1e-3
 
 
-def test_shipped_checkpoints_load_and_behave_as_before(tmp_path):
-    ckpt = fs.pretrained("mnist")
+def test_checkpoints_without_a_cutoff_load_and_behave_as_before(tmp_path):
+    """A checkpoint of a network without a cutoff (every one saved before the construction)
+    records none and its score is the plain -eps / sigma; the shipped weights carry theirs."""
+    sde = fs.VPSDE(Q)
+    save_checkpoint(tmp_path / "plain", FNO(modes=3, width=4, depth=1, key=jax.random.key(1)), sde)
+    ckpt = fs.load_checkpoint(tmp_path / "plain")
     assert "cutoff" not in ckpt.config["network"]["config"]
     score = ckpt.model
     assert score.cutoff is None and ckpt.network.cutoff is None
     x = fs.resample(jax.random.normal(jax.random.key(5), (14, 14)), (20, 20))
     _, std = ckpt.sde.marginal_coefficients(0.3)
     np.testing.assert_array_equal(score(x, 0.3), -ckpt.network(x, 0.3) / std)
+    for name in ("mnist", "fashion-mnist"):
+        assert fs.pretrained(name).model.cutoff == 13
     # A network with a cutoff keeps it through a checkpoint, and so does its score.
     net = FNO(modes=3, width=4, depth=1, cutoff=K, key=jax.random.key(0))
     save_checkpoint(tmp_path / "run", net, ckpt.sde)
