@@ -30,7 +30,7 @@ class DemoSettings:
     # Observed on the native 28 x 28 grid, inverted zero-shot on 56 x 56 by SMC.
     inverse_resolution: int = 56
     inverse_tasks: tuple[str, ...] = ("deblur", "inpaint")
-    smc_particles: int = 256
+    smc_particles: int = 512
     smc_steps: int = 50
     comparison_resolution: int = 28
     comparison_num: int = 64
