@@ -73,7 +73,12 @@ def _z(estimates, exact):
 
 
 @pytest.mark.parametrize(
-    "task, time_grid", [("deblur", "uniform"), ("inpaint", "uniform"), ("deblur", "log-snr")]
+    "task, time_grid",
+    [
+        ("deblur", "uniform"),
+        ("inpaint", "uniform"),
+        pytest.param("deblur", "log-snr", marks=pytest.mark.slow),
+    ],
 )
 def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
     grid, sde, score, operator, sigma, y = _gaussian_problem(task)
@@ -101,6 +106,18 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
     assert 0 < int(first.num_resamplings) <= 50
     assert 1 < int(first.num_distinct_ancestors) <= 256
     assert first.score_evaluations == 2 * 50 * 256
+
+
+def test_smc_steps_on_the_named_time_grid():
+    """The fast check of `time_grid` (the exactness test on the log-SNR grid is slow)."""
+    grid, sde, score, operator, sigma, y = _gaussian_problem("deblur")
+    likelihood = GaussianLikelihood(y, operator, grid, sigma)
+    for kind in ("log-snr", "edm"):
+        out = SMC(score, sde, num_particles=4, steps=5, time_grid=kind).run_likelihood(
+            likelihood, grid, key=jax.random.key(0)
+        )
+        np.testing.assert_allclose(out.times, fsd.time_grid(sde, sde.T, T_EPS, 5, kind))
+        assert np.isclose(float(jnp.sum(out.weights)), 1.0)
 
 
 def _mixture_problem():
