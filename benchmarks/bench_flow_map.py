@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 import numpyro_fsdiff as fsd
 from numpyro_fsdiff._io import write_text
+from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
 
 CONFIGS = [  # (solver, steps, time grid, clock)
     ("heun", 4, "uniform", "time"),
@@ -41,9 +42,7 @@ def main():
     parser.add_argument("--checkpoint", default="mnist", help="a pretrained name or a folder")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    ckpt = fsd.load_checkpoint(args.checkpoint) if "/" in args.checkpoint else fsd.pretrained(
-        args.checkpoint
-    )
+    ckpt = load_checkpoint_or_pretrained(args.checkpoint)
     grid = ckpt.grid((args.resolution, args.resolution))
     z = jax.vmap(lambda k: ckpt.sde.covariance.sample(k, grid))(
         jax.random.split(jax.random.key(0), args.num_latents)

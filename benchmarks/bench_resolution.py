@@ -40,9 +40,6 @@ from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
 BAND = 13  # the shells the 28 x 28 grid holds in both signs
-# Shells of rounded radius 14..18 mix modes inside the box |k_i| <= 13 (its corner reaches
-# 13 sqrt 2 = 18.4) with modes outside it; from 19 on every mode is outside.
-NEW_FROM = int(np.ceil(BAND * np.sqrt(2) + 0.5))
 
 
 def load_model(name: str):
@@ -154,13 +151,14 @@ def markdown(result) -> str:
             v = np.asarray(entry["values"])
             rel = np.max(np.abs(v - base) / np.abs(base))
             lines.append(f"| {kind} | {n} | {v.mean():.4g} | {rel:.2e} |")
+    new_from = next(iter(result["spectrum"].values()))["new_from"]
     lines += [
         "",
         "## Power spectrum of samples (radially averaged)",
         "",
         f"{result['num']} samples per grid, reverse SDE ({result['steps']} Euler-Maruyama steps).",
         f"Shared shells 1..{BAND} against the 28 x 28 samples; new shells "
-        f"{NEW_FROM}..n/2-1 (every mode outside the box |k_i| <= {BAND}) against N(0, Q). "
+        f"{new_from}..n/2-1 (every mode outside the box |k_i| <= {BAND}) against N(0, Q). "
         "z: difference over its standard error from the sample size.",
         "",
         "| grid | shared: median ratio | shared: median / max abs z | new: median ratio to Q "

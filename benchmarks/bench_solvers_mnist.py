@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 import numpyro_fsdiff as fsd
 from numpyro_fsdiff._io import write_text
+from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
 from numpyro_fsdiff.metrics import energy_distance, frechet_classifier_distance
 
 CONFIGS = [
@@ -39,11 +40,7 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     n = args.num_samples
-    ckpt = (
-        fsd.load_checkpoint(args.checkpoint)
-        if "/" in args.checkpoint
-        else fsd.pretrained(args.checkpoint)
-    )
+    ckpt = load_checkpoint_or_pretrained(args.checkpoint)
     grid = ckpt.grid((28, 28))
     test = jnp.asarray(fsd.data.load_subset().images)  # pixels in [0, 1], first 2000 test images
     if 2 * n > test.shape[0]:

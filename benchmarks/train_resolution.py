@@ -32,6 +32,7 @@ import numpy as np
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._checkpoint import export_checkpoint, load_checkpoint, update_record
 from numpyro_fsdiff._io import write_text
+from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
 from numpyro_fsdiff.covariance import BandSplit, Matern
 from numpyro_fsdiff.data import PixelScaling, load
 from numpyro_fsdiff.nn import FNO
@@ -87,7 +88,7 @@ def warm_start(network: FNO, checkpoint: str) -> FNO:
     The cutoff is a static field, so the weights move over leaf by leaf; a checkpoint of
     another architecture is refused by name.
     """
-    old = fs.load_checkpoint(checkpoint) if Path(checkpoint).exists() else fs.pretrained(checkpoint)
+    old = load_checkpoint_or_pretrained(checkpoint)
     old_leaves, _ = jax.tree_util.tree_flatten(old.network)
     new_leaves, treedef = jax.tree_util.tree_flatten(network)
     shapes = [jnp.shape(x) for x in old_leaves], [jnp.shape(x) for x in new_leaves]

@@ -414,8 +414,9 @@ class SolverConfig(eqx.Module):
                     "`clock`='log-snr' re-poses an ODE for a Runge-Kutta solver; got a "
                     f"{kind.upper()} solve with {type(solver).__name__}. Use clock='time'."
                 )
-            clock = sde
-        span = float(t1) - float(t0)
+            clock = LogSNRClock(None, sde, float(t0), float(t1))
+        # In the log-SNR clock the solve runs in s from 0 to 1 (LogSNRClock).
+        span = 1.0 if clock is not None else float(t1) - float(t0)
         times = None
         if adaptive:
             if not has_error_estimate(solver):
@@ -432,8 +433,6 @@ class SolverConfig(eqx.Module):
             controller = diffrax.PIDController(
                 rtol=jnp.asarray(rtol, dtype), atol=jnp.asarray(atol, dtype)
             )
-            if clock is not None:
-                span = 1.0
             dt0 = span / (self.steps if self.steps is not None else 64)
             max_steps = DEFAULT_MAX_STEPS if self.max_steps is None else self.max_steps
             brownian_tol = self.brownian_tol
@@ -459,12 +458,8 @@ class SolverConfig(eqx.Module):
                 clock is not None and self.time_grid == "log-snr"
             ):
                 times = time_grid(sde, t0, t1, steps, self.time_grid)
-            if clock is not None:  # the steps in s: uniform in lambda unless given
-                if times is not None:
-                    lam0, lam1 = sde.log_snr(t0), sde.log_snr(t1)
-                    times = (sde.log_snr(times) - lam0) / (lam1 - lam0)
-                    times = times.at[0].set(0.0).at[-1].set(1.0)
-                span = 1.0
+            if clock is not None and times is not None:  # uniform in lambda unless given
+                times = clock.clock_time(times).at[0].set(0.0).at[-1].set(1.0)
             if times is None:
                 controller = diffrax.ConstantStepSize()
                 dt0 = span / steps
@@ -477,7 +472,6 @@ class SolverConfig(eqx.Module):
         if adjoint is None:
             adjoint = diffrax.ForwardMode() if default_adjoint is None else default_adjoint
         if clock is not None:
-            clock = LogSNRClock(None, sde, float(t0), float(t1))
             t0, t1 = 0.0, 1.0
         return SolvePlan(
             solver=solver,
@@ -589,6 +583,11 @@ class LogSNRClock(diffrax.AbstractTerm):
     sde: eqx.Module
     t0: float = eqx.field(static=True)
     t1: float = eqx.field(static=True)
+
+    def clock_time(self, t):
+        r"""$s = (\lambda_t - \lambda_{t_0}) / (\lambda_{t_1} - \lambda_{t_0})$ of times $t$."""
+        lam0, lam1 = self.sde.log_snr(self.t0), self.sde.log_snr(self.t1)
+        return (self.sde.log_snr(t) - lam0) / (lam1 - lam0)
 
     def time(self, s):
         r"""$t(\lambda(s))$ and $\mathrm{d}t/\mathrm{d}s$."""

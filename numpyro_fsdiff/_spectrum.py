@@ -86,7 +86,8 @@ def compare_spectra(
 
     **Returns:** `{str(n): {...}}` for each grid but the coarsest, with `shared_ratio_median`,
     `shared_abs_z_median`, `shared_abs_z_max`, `new_ratio_median`, `new_ratio_range`,
-    `new_abs_z_median`, `high_std` (NaN where a grid has no new shell).
+    `new_abs_z_median`, `high_std` (NaN where a grid has no new shell), and `new_from`, the
+    first new shell.
 
     **Raises:** `ValueError` for fewer than two grids or a cutoff the coarsest grid cannot hold.
     """
@@ -122,6 +123,7 @@ def compare_spectra(
             new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
             new_abs_z_median=float(np.median(np.abs(z_new))),
             high_std=float(high.std()),
+            new_from=new_from,
         )
     return out
 
