@@ -9,6 +9,9 @@ among the particles. If SMC samples the posterior, u is uniform on (0, 1) over
 replications; the chi-square test of `--bins` equal bins gives the p-values.
 
     python benchmarks/bench_smc_sbc.py --replications 100 --size 16 --particles 32 --steps 25
+
+`--time-grid` sets the grid of both the truths' chain and SMC (the target is the
+Euler-Maruyama law on that grid).
 """
 
 import argparse
@@ -58,8 +61,7 @@ def run(args):
         key=jax.random.key(args.seed),
         num_samples=args.replications,
         method="sde",
-        solver="euler",
-        steps=args.steps,
+        solver=fsd.SolverConfig(solver="euler", steps=args.steps, time_grid=args.time_grid),
         denoise=False,
     )
     sampler = SMC(
@@ -68,6 +70,7 @@ def run(args):
         num_particles=args.particles,
         steps=args.steps,
         batch_size=args.particles,
+        time_grid=args.time_grid,
     )
     ranks, ess, ancestors, times = [], [], [], []
     for r in range(args.replications):
@@ -109,6 +112,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--bins", type=int, default=10)
+    parser.add_argument("--time-grid", choices=("uniform", "log-snr", "edm"), default="uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "smc_sbc.json"))
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ import argparse
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import numpyro_fsdiff as fsd
 from numpyro_fsdiff._io import write_text
@@ -30,6 +31,8 @@ CONFIGS = [
     ("ode", "heun", 9, "log-snr"),
     ("ode", "heun", 9, "log-snr", "log-snr"),  # in the log-SNR clock
     ("sde", "dpm++2m-sde", 39, "log-snr"),
+    ("sde", "dpm++2m-sde", 19, "edm"),
+    ("sde", "dpm++2m-sde", 19, "uniform"),
 ]
 
 
@@ -38,6 +41,10 @@ def main():
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--checkpoint", default="mnist", help="a shipped name or a folder")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="sampling seeds; with several, the rows give mean +- std")
+    parser.add_argument("--select", nargs="+", default=None,
+                        help="run only the configurations whose label contains one of these")
     args = parser.parse_args()
     n = args.num_samples
     ckpt = load_checkpoint_or_pretrained(args.checkpoint)
@@ -52,18 +59,25 @@ def main():
         return (frechet_classifier_distance(pixels, reference),
                 float(energy_distance(pixels, reference, grid=grid)))
 
-    rows = [("data vs data (floor)", "-", 0, *quality(other))]
+    rows = [("data vs data (floor)", "-", 0, *quality(other), 0.0, 0.0)]
     print(rows[-1], flush=True)
     for method, name, steps, time_grid, *clock in CONFIGS:
         clock = clock[0] if clock else "time"
-        config = fsd.SolverConfig(name, steps=steps, time_grid=time_grid, clock=clock)
-        x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(0), num_samples=n,
-                             method=method, solver=config, batch_size=64)
         label = f"{method} / {name}, {steps} {time_grid} steps"
         label += ", log-SNR clock" if clock == "log-snr" else ""
-        rows.append((label, time_grid, int(info.num_score_evaluations[0]),
-                     *quality(ckpt.to_pixels(x))))
-        print(rows[-1], flush=True)
+        if args.select and not any(part in label for part in args.select):
+            continue
+        config = fsd.SolverConfig(name, steps=steps, time_grid=time_grid, clock=clock)
+        values = []
+        for seed in args.seeds:
+            x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(seed),
+                                 num_samples=n, method=method, solver=config, batch_size=64)
+            values.append(quality(ckpt.to_pixels(x)))
+            print(label, seed, values[-1], flush=True)
+        ddof = 1 if len(values) > 1 else 0
+        mean, std = np.mean(values, axis=0), np.std(values, axis=0, ddof=ddof)
+        rows.append((label, time_grid, int(info.num_score_evaluations[0]), *mean, *std))
+    spread = len(args.seeds) > 1
     lines = [
         "# Few-evaluation samplers on the MNIST prior",
         "",
@@ -74,10 +88,21 @@ def main():
         "",
         "| sampler | evaluations | Fréchet (classifier) | energy (U) |",
         "|---|---:|---:|---:|",
-        *[f"| {r[0]} | {r[2]} | {r[3]:.2f} | {r[4]:.4f} |" for r in rows],
+        *[
+            f"| {r[0]} | {r[2]} | {r[3]:.2f}" + (f" +- {r[5]:.2f}" if spread else "")
+            + f" | {r[4]:.4f} |"
+            for r in rows
+        ],
         "",
         f"Command: `python benchmarks/bench_solvers_mnist.py --num-samples {n} "
-        f"--checkpoint {args.checkpoint} --out {args.out}`",
+        f"--checkpoint {args.checkpoint} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --select {' '.join(repr(x) for x in args.select)}" if args.select else "")
+        + f" --out {args.out}`",
+        *(
+            [f"Rows give the mean +- std over the {len(args.seeds)} sampling seeds (the test "
+             "images fixed)."]
+            if spread else []
+        ),
         "",
     ]
     text = "\n".join(lines)

@@ -20,6 +20,8 @@ from ._operators import Mask as Mask
 from ._operators import MotionBlur as MotionBlur
 from ._operators import PointObservations as PointObservations
 from ._operators import naive_inverse as naive_inverse
+from ._particle_gibbs import ParticleGibbs as ParticleGibbs
+from ._particle_gibbs import ParticleGibbsResult as ParticleGibbsResult
 from ._posterior import AbstractSampler as AbstractSampler
 from ._posterior import Posterior as Posterior
 from ._posterior import SamplerOutput as SamplerOutput

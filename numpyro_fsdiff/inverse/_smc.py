@@ -537,8 +537,15 @@ def _times(sde: VPSDE, t_eps: float, steps: int, kind: str) -> Float[Array, " K1
 
 
 @eqx.filter_jit
-def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
-    """The whole run, compiled once per sampler structure, likelihood, grid and mesh."""
+def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, keep_paths=False):
+    """The whole run, compiled once per sampler structure, likelihood, grid and mesh.
+
+    With a `reference` path `(steps + 1, n1, n2)` (from x_T to x_{t_eps}) it is the conditional
+    SMC of particle Gibbs: particle 0 follows the reference, the population is resampled at
+    every step by multinomial resampling with particle 0's ancestor fixed to 0 (Andrieu,
+    Doucet and Holenstein 2010). With `keep_paths` it also returns every step's particles and
+    ancestor indices, `(steps + 1, N, n1, n2)` and `(steps, N)`."""
+    conditional = reference is not None
     sde, score, n = sampler.sde, sampler.score, sampler.num_particles
     covariance = sde.covariance
     times = _times(sde, sampler.t_eps, sampler.steps, sampler.time_grid)
@@ -592,7 +599,30 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
             log_twist, s_new, g_new = twist(x_new, t - h)
             return x_new, log_ratio, log_twist, s_new, g_new
 
-        return per_particle(one)
+        def follow(x, s, g, x_new):
+            """`one` for a particle whose next state `x_new` is given (the reference): the
+            proposal's noise is read back from it."""
+            if final and exact_last_step:
+                mean = x + h * (0.5 * beta * x + beta * s)
+                return x_new, jnp.zeros((), x.dtype), log_likelihood.twisted(
+                    mean, beta * h, basis), s, g
+            q_g = covariance.apply(g, grid) / grid.cell_area
+            drift = 0.5 * beta * x + beta * (s + q_g)
+            xi = (x_new - x - h * drift) / jnp.sqrt(beta * h)
+            log_ratio = -jnp.sqrt(beta * h) * jnp.sum(xi * g) - 0.5 * beta * h * jnp.sum(g * q_g)
+            if final:
+                return x_new, log_ratio, log_likelihood(x_new), s, g
+            log_twist, s_new, g_new = twist(x_new, t - h)
+            return x_new, log_ratio, log_twist, s_new, g_new
+
+        def all_particles(x, s, g, keys, x_reference):
+            out = per_particle(one)(x, s, g, keys)
+            if not conditional:
+                return out
+            first = follow(x[0], s[0], g[0], x_reference)
+            return tuple(a.at[0].set(b) for a, b in zip(out, first))
+
+        return all_particles
 
     def _exact_last_step(x, s, k, beta, h):
         """The last step drawn from p(x_s | x_t) N(y; A x_s, sigma^2 I) / normaliser (Matheron's
@@ -621,6 +651,8 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
     key_init, key_steps = jax.random.split(key)
     init_keys = jax.random.split(key_init, n)
     x = per_particle(lambda k: covariance.sample(k, grid))(init_keys)
+    if conditional:
+        x = x.at[0].set(reference[0])
     log_twist, s, g = per_particle(lambda x: twist(x, times[0]))(x)
     uniform = jnp.full((n,), -jnp.log(n), dtype=x.dtype)
     log_w, log_z, ess0 = reweight(uniform, log_twist)
@@ -628,27 +660,53 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh):
 
     def step(carry, inputs, final=False):
         x, s, g, log_twist, log_w, log_z, ancestors = carry
-        k, t, h = inputs
+        k, t, h, x_reference = inputs
         key_resample, key_noise = jax.random.split(jax.random.fold_in(key_steps, k))
         ess = _blackjax_smc().ess.ess(log_w)
-        do = ess < sampler.ess_threshold * n
-        idx = jnp.where(do, resample_fn(key_resample, jnp.exp(log_w), n), jnp.arange(n))
+        if conditional:  # every step, multinomial, the reference its own ancestor
+            do = jnp.asarray(True)
+            resampling = _blackjax_smc().resampling.multinomial
+            idx = resampling(key_resample, jnp.exp(log_w), n).at[0].set(0)
+        else:
+            do = ess < sampler.ess_threshold * n
+            idx = jnp.where(do, resample_fn(key_resample, jnp.exp(log_w), n), jnp.arange(n))
         x, s, g, log_twist, ancestors = (a[idx] for a in (x, s, g, log_twist, ancestors))
         log_w = jnp.where(do, uniform, log_w)
         noise_keys = jax.random.split(key_noise, n)
-        x, log_ratio, new_twist, s, g = propagate(t, h, final)(x, s, g, noise_keys)
+        x, log_ratio, new_twist, s, g = propagate(t, h, final)(x, s, g, noise_keys, x_reference)
         log_w, increment, ess_after = reweight(log_w, log_ratio + new_twist - log_twist)
         carry = (x, s, g, new_twist, log_w, log_z + increment, ancestors)
-        return carry, (ess_after, do)
+        return carry, (ess_after, do) + ((x, idx) if keep_paths else ())
 
     h = times[:-1] - times[1:]
     carry = (x, s, g, log_twist, log_w, log_z, ancestors)
-    inputs = (jnp.arange(sampler.steps), times[:-1], h)
-    carry, (ess, resampled) = jax.lax.scan(step, carry, jax.tree.map(lambda a: a[:-1], inputs))
+    following = reference[1:] if conditional else jnp.zeros((sampler.steps,))
+    inputs = (jnp.arange(sampler.steps), times[:-1], h, following)
+    carry, outputs = jax.lax.scan(step, carry, jax.tree.map(lambda a: a[:-1], inputs))
     last = jax.tree.map(lambda a: a[-1], inputs)
-    carry, (ess_last, resampled_last) = step(carry, last, final=True)
+    x_start = x
+    carry, outputs_last = step(carry, last, final=True)
     x, _, _, _, log_w, log_z, ancestors = carry
-    ess = jnp.concatenate([ess0[None], ess, ess_last[None]])
-    resampled = jnp.concatenate([resampled, resampled_last[None]])
-    return x, jnp.exp(log_w), log_z, ess, resampled, ancestors
+    ess = jnp.concatenate([ess0[None], outputs[0], outputs_last[0][None]])
+    resampled = jnp.concatenate([outputs[1], outputs_last[1][None]])
+    result = (x, jnp.exp(log_w), log_z, ess, resampled, ancestors)
+    if not keep_paths:
+        return result
+    paths = jnp.concatenate([x_start[None], outputs[2], outputs_last[2][None]])
+    indices = jnp.concatenate([outputs[3], outputs_last[3][None]])
+    return result + (paths, indices)
+
+
+def trace_path(
+    paths: Float[Array, "K1 N n1 n2"], indices: Int[Array, "K N"], final: Int[Array, ""]
+) -> Float[Array, "K1 n1 n2"]:
+    """The path of final particle `final`, traced back through the ancestor indices
+    (`indices[k]` are the parents, in step k's particles, of step k + 1's particles)."""
+
+    def back(child, k):
+        return indices[k][child], paths[k][indices[k][child]]
+
+    final = jnp.asarray(final, indices.dtype)
+    _, earlier = jax.lax.scan(back, final, jnp.arange(indices.shape[0]), reverse=True)
+    return jnp.concatenate([earlier, paths[-1][final][None]])
 
