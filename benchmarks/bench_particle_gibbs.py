@@ -17,6 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from numpyro_fsdiff._io import write_text
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -74,10 +76,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(RESULTS / "particle_gibbs.json"))
     args = parser.parse_args(argv)
     result = run(args)
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 

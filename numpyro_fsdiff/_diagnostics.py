@@ -41,6 +41,22 @@ def _field_names(samples: Mapping[str, np.ndarray], fields) -> list[str]:
     return fields
 
 
+def image_coords(grid: Grid) -> dict[str, np.ndarray]:
+    """The point coordinates $j_i L_i / n_i$ of `grid` under the image dims `("x1", "x2")`."""
+    return {
+        d: np.arange(n) * (length / n) for d, n, length in zip(IMAGE_DIMS, grid.shape, grid.lengths)
+    }
+
+
+def summary_values(fields, summaries: Mapping[str, Callable]) -> dict[str, np.ndarray]:
+    """`{name: fn(field)}` for fields `(..., n1, n2)`: arrays of the batch shape `(...)`."""
+    flat = jnp.reshape(fields, (-1,) + fields.shape[-2:])
+    return {
+        key: np.asarray(jax.vmap(fn)(flat)).reshape(fields.shape[:-2])
+        for key, fn in summaries.items()
+    }
+
+
 def to_datatree(
     mcmc,
     *,
@@ -84,8 +100,7 @@ def to_datatree(
     all_dims: dict[str, list[str]] = {}
     all_coords: dict[str, np.ndarray] = {}
     if grid is not None:
-        for d, n, length in zip(IMAGE_DIMS, grid.shape, grid.lengths):
-            all_coords[d] = np.arange(n) * (length / n)
+        all_coords.update(image_coords(grid))
     for name in names:
         value = samples[name]
         batch = [f"{name}_dim_{i}" for i in range(value.ndim - 4)]
@@ -107,9 +122,7 @@ def to_datatree(
             grid if grid is not None and value.shape[-2:] == grid.shape else Grid(value.shape[-2:])
         )
         fns = summaries if field_grid is grid else default_summaries(field_grid)
-        for key, fn in fns.items():
-            flat = jnp.reshape(value, (-1,) + value.shape[-2:])
-            out = np.asarray(jax.vmap(fn)(flat)).reshape(value.shape[:-2])
+        for key, out in summary_values(value, fns).items():
             posterior[f"{name}_{key}"] = xr.DataArray(
                 out, dims=["chain", "draw"] + all_dims[name][:-2]
             )

@@ -14,7 +14,7 @@ from ._noise import GaussianNoise
 from ._operators import AbstractOperator
 from ._posterior import AbstractSampler, SamplerOutput
 from ._problem import Problem
-from ._smc import SMC, GaussianLikelihood, LogLikelihood, _smc, trace_path
+from ._smc import SMC, LogLikelihood, _smc, known_noise_likelihood, trace_path
 
 
 class ParticleGibbsResult(eqx.Module):
@@ -43,20 +43,14 @@ class ParticleGibbsResult(eqx.Module):
         [`summarize`][numpyro_fsdiff.diagnostics.summarize]."""
         import arviz as az
 
-        from .._diagnostics import IMAGE_DIMS, default_summaries
+        from .._diagnostics import IMAGE_DIMS, default_summaries, image_coords, summary_values
 
-        draws = np.asarray(self.draws)
-        grid = Grid(draws.shape[-2:]) if grid is None else grid
-        posterior = {name: draws}
-        for key, fn in default_summaries(grid).items():
-            flat = jnp.reshape(self.draws, (-1,) + draws.shape[-2:])
-            posterior[f"{name}_{key}"] = np.asarray(jax.vmap(fn)(flat)).reshape(draws.shape[:2])
-        coords = {
-            d: np.arange(n) * (length / n)
-            for d, n, length in zip(IMAGE_DIMS, grid.shape, grid.lengths)
-        }
+        grid = Grid(self.draws.shape[-2:]) if grid is None else grid
+        summaries = summary_values(self.draws, default_summaries(grid))
+        posterior = {name: np.asarray(self.draws)}
+        posterior.update({f"{name}_{key}": value for key, value in summaries.items()})
         return az.from_dict(
-            {"posterior": posterior}, dims={name: list(IMAGE_DIMS)}, coords=coords
+            {"posterior": posterior}, dims={name: list(IMAGE_DIMS)}, coords=image_coords(grid)
         )
 
 
@@ -113,14 +107,7 @@ class ParticleGibbs(AbstractSampler):
         **Returns:** a [`ParticleGibbsResult`][numpyro_fsdiff.inverse.ParticleGibbsResult].
         """
         smc = self.smc
-        if smc.score is None:
-            raise ValueError("`smc` must hold a score for `run_likelihood`; got score=None.")
-        if not isinstance(grid, Grid):
-            raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
-        if not callable(log_likelihood):
-            raise ValueError(
-                f"`log_likelihood` must be a callable x -> log p(y | x); got {log_likelihood!r}."
-            )
+        smc._check_run(log_likelihood, grid)
         start = time.perf_counter()
         keys = jax.random.split(key, self.num_chains)
         draws, moved = _chains(smc, log_likelihood, grid, keys, self.num_warmup + self.num_sweeps)
@@ -129,7 +116,7 @@ class ParticleGibbs(AbstractSampler):
         return ParticleGibbsResult(
             draws=draws,
             update_rate=jnp.mean(moved, axis=1),
-            score_evaluations=sweeps * 2 * smc.steps * smc.num_particles,
+            score_evaluations=sweeps * smc.score_evaluations_per_run,
             wall_time_s=time.perf_counter() - start,
         )
 
@@ -138,11 +125,7 @@ class ParticleGibbs(AbstractSampler):
     ) -> ParticleGibbsResult:
         r"""[`run_likelihood`][numpyro_fsdiff.inverse.ParticleGibbs.run_likelihood] for
         $y = A x + \sigma\varepsilon$ with a known $\sigma$."""
-        if not isinstance(noise, GaussianNoise) or noise.inferred:
-            raise ValueError(
-                f"`noise` must be a GaussianNoise with a known sigma; got {noise!r}."
-            )
-        likelihood = GaussianLikelihood(y, operator, grid, noise.sigma)
+        likelihood = known_noise_likelihood(y, operator, grid, noise)
         return self.run_likelihood(likelihood, grid, key=key)
 
     def run(self, problem: Problem, *, key: PRNGKeyArray) -> SamplerOutput:

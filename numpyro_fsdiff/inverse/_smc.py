@@ -358,6 +358,24 @@ class SMC(AbstractSampler):
             sampling_time_s=out.wall_time_s,
         )
 
+    @property
+    def score_evaluations_per_run(self) -> int:
+        """One score call and one vector-Jacobian product per particle and step."""
+        return 2 * self.steps * self.num_particles
+
+    def _check_run(self, log_likelihood, grid) -> None:
+        """The argument checks of a run on a likelihood (this sampler's or particle Gibbs')."""
+        if self.score is None:
+            raise ValueError(
+                "`score` must be given to `SMC(score, sde, ...)` for `run_likelihood`; got None."
+            )
+        if not isinstance(grid, Grid):
+            raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
+        if not callable(log_likelihood):
+            raise ValueError(
+                f"`log_likelihood` must be a callable x -> log p(y | x); got {log_likelihood!r}."
+            )
+
     def run_likelihood(
         self,
         log_likelihood: LogLikelihood,
@@ -386,16 +404,7 @@ class SMC(AbstractSampler):
         **Raises:** `ValueError` for a missing score, a wrong grid, a non-callable
         likelihood or a particle count the mesh does not divide.
         """
-        if self.score is None:
-            raise ValueError(
-                "`score` must be given to `SMC(score, sde, ...)` for `run_likelihood`; got None."
-            )
-        if not isinstance(grid, Grid):
-            raise ValueError(f"`grid` must be a numpyro_fsdiff.Grid; got {grid!r}.")
-        if not callable(log_likelihood):
-            raise ValueError(
-                f"`log_likelihood` must be a callable x -> log p(y | x); got {log_likelihood!r}."
-            )
+        self._check_run(log_likelihood, grid)
         if mesh is not None:
             check_divisible("num_particles", self.num_particles, mesh)
         start = time.perf_counter()
@@ -411,7 +420,7 @@ class SMC(AbstractSampler):
             resampled=resampled,
             num_resamplings=jnp.sum(resampled),
             num_distinct_ancestors=distinct,
-            score_evaluations=2 * self.steps * self.num_particles,
+            score_evaluations=self.score_evaluations_per_run,
             times=_times(self.sde, self.t_eps, self.steps, self.time_grid),
             wall_time_s=wall,
         )
@@ -433,11 +442,7 @@ class SMC(AbstractSampler):
 
         **Raises:** `ValueError` for an inferred noise level, or data of the wrong shape.
         """
-        if not isinstance(noise, GaussianNoise) or noise.inferred:
-            raise ValueError(
-                f"`noise` must be a GaussianNoise with a known sigma for SMC; got {noise!r}."
-            )
-        likelihood = GaussianLikelihood(y, operator, grid, noise.sigma)
+        likelihood = known_noise_likelihood(y, operator, grid, noise)
         return self.run_likelihood(likelihood, grid, key=key, mesh=mesh)
 
     def run_model(
@@ -496,6 +501,16 @@ class SMC(AbstractSampler):
             return total
 
         return name, sampler.run_likelihood(log_likelihood, prior.grid, key=key, mesh=mesh)
+
+
+def known_noise_likelihood(y, operator, grid: Grid, noise: GaussianNoise) -> GaussianLikelihood:
+    r"""The [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] of $y = Ax +
+    \sigma\varepsilon$; refuses an inferred noise level."""
+    if not isinstance(noise, GaussianNoise) or noise.inferred:
+        raise ValueError(
+            f"`noise` must be a GaussianNoise with a known sigma for SMC; got {noise!r}."
+        )
+    return GaussianLikelihood(y, operator, grid, noise.sigma)
 
 
 def _diffusion_site(model, args, kwargs):
@@ -585,30 +600,24 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
     def propagate(t, h, final):
         beta = sde.beta(t)
 
-        def one(x, s, g, k):
-            white = jax.random.normal(k, grid.shape, x.dtype)
-            xi = covariance.colour(white, grid)  # N(0, Q_pix)
-            q_g = covariance.apply(g, grid) / grid.cell_area  # Q_pix g
-            drift = 0.5 * beta * x + beta * (s + q_g)
-            x_new = x + h * drift + jnp.sqrt(beta * h) * xi
-            log_ratio = -jnp.sqrt(beta * h) * jnp.sum(xi * g) - 0.5 * beta * h * jnp.sum(g * q_g)
-            if final and exact_last_step:
-                return _exact_last_step(x, s, k, beta, h) + (s, g)
-            if final:
-                return x_new, log_ratio, log_likelihood(x_new), s, g
-            log_twist, s_new, g_new = twist(x_new, t - h)
-            return x_new, log_ratio, log_twist, s_new, g_new
-
-        def follow(x, s, g, x_new):
-            """`one` for a particle whose next state `x_new` is given (the reference): the
+        def advance(x, s, g, k, x_given=None):
+            """One particle's step: (x_s, log p/q, log twist at s, score and twist gradient at
+            s). With `x_given` (conditional SMC's reference) the step lands there, and the
             proposal's noise is read back from it."""
             if final and exact_last_step:
-                mean = x + h * (0.5 * beta * x + beta * s)
-                return x_new, jnp.zeros((), x.dtype), log_likelihood.twisted(
-                    mean, beta * h, basis), s, g
-            q_g = covariance.apply(g, grid) / grid.cell_area
+                mean = x + h * (0.5 * beta * x + beta * s)  # the prior transition's mean
+                x_new = _exact_last_step(mean, k, beta, h) if x_given is None else x_given
+                # as (x, log p/q, log "twist"): the increment is log_normaliser - log_twist
+                log_normaliser = log_likelihood.twisted(mean, beta * h, basis)
+                return x_new, jnp.zeros((), x.dtype), log_normaliser, s, g
+            q_g = covariance.apply(g, grid) / grid.cell_area  # Q_pix g
             drift = 0.5 * beta * x + beta * (s + q_g)
-            xi = (x_new - x - h * drift) / jnp.sqrt(beta * h)
+            if x_given is None:
+                xi = covariance.colour(jax.random.normal(k, grid.shape, x.dtype), grid)
+                x_new = x + h * drift + jnp.sqrt(beta * h) * xi  # xi ~ N(0, Q_pix)
+            else:
+                x_new = x_given
+                xi = (x_given - x - h * drift) / jnp.sqrt(beta * h)
             log_ratio = -jnp.sqrt(beta * h) * jnp.sum(xi * g) - 0.5 * beta * h * jnp.sum(g * q_g)
             if final:
                 return x_new, log_ratio, log_likelihood(x_new), s, g
@@ -616,30 +625,28 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
             return x_new, log_ratio, log_twist, s_new, g_new
 
         def all_particles(x, s, g, keys, x_reference):
-            out = per_particle(one)(x, s, g, keys)
+            out = per_particle(advance)(x, s, g, keys)
             if not conditional:
                 return out
-            first = follow(x[0], s[0], g[0], x_reference)
+            first = advance(x[0], s[0], g[0], keys[0], x_reference)
             return tuple(a.at[0].set(b) for a, b in zip(out, first))
 
         return all_particles
 
-    def _exact_last_step(x, s, k, beta, h):
-        """The last step drawn from p(x_s | x_t) N(y; A x_s, sigma^2 I) / normaliser (Matheron's
-        rule), weighted by its normaliser N(y; A mu, sigma^2 I + beta h A Q_pix A^T)."""
+    def _exact_last_step(mean, k, beta, h):
+        """The last step drawn from p(x_s | x_t) N(y; A x_s, sigma^2 I) / normaliser by
+        Matheron's rule, p(x_s | x_t) = N(mean, beta h Q_pix); its weight is the normaliser
+        N(y; A mean, sigma^2 I + beta h A Q_pix A^T)."""
         key_x, key_y = jax.random.split(k)
-        mean = x + h * (0.5 * beta * x + beta * s)  # the prior transition's mean
         prior_draw = mean + jnp.sqrt(beta * h) * covariance.colour(
-            jax.random.normal(key_x, grid.shape, x.dtype), grid)
+            jax.random.normal(key_x, grid.shape, mean.dtype), grid)
         operator, y = log_likelihood.operator, log_likelihood.y
         fake = operator(prior_draw, grid) + log_likelihood.sigma * jax.random.normal(
-            key_y, y.shape, x.dtype)
+            key_y, y.shape, mean.dtype)
         u, b = basis
         gain = u @ ((u.T @ jnp.ravel(y - fake)) / (log_likelihood.sigma**2 + beta * h * b))
         back = operator.transpose(gain.reshape(y.shape), grid)
-        x_new = prior_draw + beta * h * covariance.apply(back, grid) / grid.cell_area
-        # returned as (x, log p/q, log "twist"): the increment is log_normaliser - log_twist
-        return x_new, jnp.zeros((), x.dtype), log_likelihood.twisted(mean, beta * h, basis)
+        return prior_draw + beta * h * covariance.apply(back, grid) / grid.cell_area
 
     def reweight(log_w, log_increment):
         """(normalised log weights, log of the evidence increment, ESS)."""
@@ -662,13 +669,12 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         x, s, g, log_twist, log_w, log_z, ancestors = carry
         k, t, h, x_reference = inputs
         key_resample, key_noise = jax.random.split(jax.random.fold_in(key_steps, k))
-        ess = _blackjax_smc().ess.ess(log_w)
         if conditional:  # every step, multinomial, the reference its own ancestor
             do = jnp.asarray(True)
             resampling = _blackjax_smc().resampling.multinomial
             idx = resampling(key_resample, jnp.exp(log_w), n).at[0].set(0)
         else:
-            do = ess < sampler.ess_threshold * n
+            do = _blackjax_smc().ess.ess(log_w) < sampler.ess_threshold * n
             idx = jnp.where(do, resample_fn(key_resample, jnp.exp(log_w), n), jnp.arange(n))
         x, s, g, log_twist, ancestors = (a[idx] for a in (x, s, g, log_twist, ancestors))
         log_w = jnp.where(do, uniform, log_w)
