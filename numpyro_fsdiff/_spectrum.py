@@ -94,7 +94,8 @@ def compare_spectra(
     from ._grid import band_limit
 
     if not isinstance(samples, dict) or len(samples) < 2:
-        raise ValueError(f"`samples` must map at least two grid sizes to fields; got {samples!r}.")
+        got = sorted(samples) if isinstance(samples, dict) else type(samples).__name__
+        raise ValueError(f"`samples` must map at least two grid sizes to fields; got {got}.")
     sizes = sorted(samples)
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or not 1 <= cutoff < sizes[0] // 2:
         raise ValueError(
