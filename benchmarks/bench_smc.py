@@ -63,8 +63,7 @@ def smc_row(args, dataset, resolution, task, image):
         "task": task,
         "image": image,
         "sampler": "SMC",
-        "settings": f"{args.particles} particles, {args.steps} steps"
-        + ("" if args.time_grid == "uniform" else f" ({args.time_grid})"),
+        "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps",
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -165,7 +164,7 @@ def main(argv=None):
     parser.add_argument("--particles", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--time-grid", default="uniform", help="SMC's time grid")
+    parser.add_argument("--time-grid", default="log-snr", help="SMC's time grid")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--nuts-warmup", type=int, default=40)

@@ -23,26 +23,14 @@ RESULTS = Path(__file__).parent / "results"
 T_EPS = 1e-3
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=16)
-    parser.add_argument("--particles", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--nuts-warmup", type=int, default=500)
-    parser.add_argument("--nuts-samples", type=int, default=1000)
-    args = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    import numpyro
-    import numpyro.distributions as dist
-    from numpyro.infer import MCMC, NUTS
-
+def bimodal_problem() -> dict:
+    """The problem, with its closed forms at t_eps: component weights, component posterior
+    means and log p(y) (a float64 context is the caller's)."""
     import numpyro_fsdiff as fsd
     from numpyro_fsdiff._grid import fourier_multiply
     from numpyro_fsdiff.covariance import Matern
     from numpyro_fsdiff.data import GaussianMixture
-    from numpyro_fsdiff.inverse import SMC, GaussianBlur, GaussianLikelihood
+    from numpyro_fsdiff.inverse import GaussianBlur, gaussian_posterior
 
     grid = fsd.Grid((8, 8))
     sde = fsd.VPSDE(Matern(2.0, 3.0, 1.0))
@@ -60,7 +48,7 @@ def main(argv=None):
     a = operator.matrix(grid)
     gram = a @ cov.reshape(n, n) @ a.T + sigma**2 * jnp.eye(a.shape[0])
     means = mixture.means_on(grid)
-    logits = jnp.array(
+    log_terms = jnp.array(
         [
             jnp.log(mixture.weights[k])
             + jax.scipy.stats.multivariate_normal.logpdf(
@@ -69,7 +57,44 @@ def main(argv=None):
             for k in range(2)
         ]
     )
-    exact = np.asarray(jax.nn.softmax(logits))
+    component_means = jnp.stack(
+        [
+            m * means[k]
+            + gaussian_posterior(
+                y - operator(m * means[k], grid), operator, eigenvalues, grid, sigma
+            )[0]
+            for k in range(2)
+        ]
+    )
+    return dict(
+        grid=grid, sde=sde, mixture=mixture, score=score, operator=operator, sigma=sigma, y=y,
+        weights=jax.nn.softmax(log_terms),
+        log_evidence=float(jax.scipy.special.logsumexp(log_terms)),
+        component_means=component_means,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--particles", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--nuts-warmup", type=int, default=500)
+    parser.add_argument("--nuts-samples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    from numpyro_fsdiff.inverse import SMC, GaussianLikelihood
+
+    problem = bimodal_problem()
+    grid, sde, mixture, score = (problem[k] for k in ("grid", "sde", "mixture", "score"))
+    operator, sigma, y = (problem[k] for k in ("operator", "sigma", "y"))
+    exact = np.asarray(problem["weights"])
     responsibilities = jax.vmap(score.responsibilities, in_axes=(0, None))
 
     likelihood = GaussianLikelihood(y, operator, grid, sigma)

@@ -112,7 +112,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--bins", type=int, default=10)
-    parser.add_argument("--time-grid", choices=("uniform", "log-snr", "edm"), default="uniform")
+    parser.add_argument("--time-grid", choices=("uniform", "log-snr", "edm"), default="log-snr")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "smc_sbc.json"))
     args = parser.parse_args(argv)

@@ -160,7 +160,7 @@ class SMC(AbstractSampler):
 
     **Target.** With $p_{t_\varepsilon}$ the law of the Euler-Maruyama discretisation of the
     reverse SDE (DESIGN section 5) started from $X_T \sim N(0, Q)$ and run with `steps`
-    steps of `time_grid` (uniform by default) to $t_\varepsilon$ (the *reverse-SDE law* of
+    steps of `time_grid` (log-SNR by default) to $t_\varepsilon$ (the *reverse-SDE law* of
     the score, DESIGN section 10; not the probability-flow law of `DiffusionPrior.log_prob`),
     the sampler targets
 
@@ -259,9 +259,14 @@ class SMC(AbstractSampler):
     - `batch_size`: how many particles are propagated together (vectorised) at a time.
     - `twist_variance`: $\kappa \ge 0$ of the Gaussian twist above.
     - `exact_last_step`: draw the last step from its locally optimal proposal (above).
-    - `time_grid`: where the steps fall, `"uniform"` (default), `"log-snr"` or `"edm"`
+    - `time_grid`: where the steps fall, `"log-snr"` (default), `"uniform"` or `"edm"`
       ([`time_grid`][numpyro_fsdiff.time_grid]); the target is the Euler-Maruyama law on
-      that grid.
+      that grid. With the learned MNIST prior (16 x 16, 128 particles, 50 steps, 100 SBC
+      replications) the log-SNR grid keeps a median final ESS of 33.5 against 2.6 for the
+      uniform one, and its SBC p-values are larger by 4 to 16 orders of magnitude. The
+      uniform grid's Euler-Maruyama law is nearer the continuous-time posterior at few steps
+      (on an exact mixture at 50 steps its log-evidence is 0.14 above the closed form against
+      0.32; `benchmarks/results/smc_time_grid.md`); both converge as `steps` grows.
 
     !!! example
 
@@ -296,7 +301,7 @@ class SMC(AbstractSampler):
     batch_size: int = eqx.field(static=True, default=256)
     twist_variance: float = eqx.field(static=True, default=1.0)
     exact_last_step: bool = eqx.field(static=True, default=True)
-    time_grid: str = eqx.field(static=True, default="uniform")
+    time_grid: str = eqx.field(static=True, default="log-snr")
 
     def __check_init__(self):
         if self.sde is not None and not isinstance(self.sde, VPSDE):
