@@ -8,9 +8,15 @@ Euler-Maruyama's Fréchet with <= 20 score evaluations (the final Tweedie step i
 
     python benchmarks/bench_solvers_mnist.py --num-samples 256 \
         --out benchmarks/results/solvers_fast_mnist.md
+
+`--sweep STEPS...` instead runs every solver of `SWEEP` on every time grid at each step count
+(plus 200-step Euler-Maruyama) and writes `<out>.json` and `<out>.png`, the classifier
+Fréchet distance against score evaluations.
 """
 
 import argparse
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +41,47 @@ CONFIGS = [
     ("sde", "dpm++2m-sde", 19, "uniform"),
 ]
 
+SWEEP = [("sde", "euler"), ("sde", "dpm++2m-sde"), ("ode", "dpm++2m"), ("ode", "dpm++3m")]
+GRIDS = ("uniform", "log-snr", "edm")
+
+
+def sweep_configs(steps_list):
+    configs = [("sde", "euler", 200, "uniform")]
+    for method, name in SWEEP:
+        for time_grid in GRIDS:
+            configs += [(method, name, steps, time_grid) for steps in steps_list]
+    return configs
+
+
+def plot_sweep(rows, floor, path):
+    import matplotlib
+
+    matplotlib.use("Agg")  # a script, not the library
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (method, name), color in zip(SWEEP, ("C0", "C1", "C2", "C3")):
+        for style, time_grid in zip(("-", "--", ":"), GRIDS):
+            sel = sorted(
+                (r for r in rows if r["solver"] == name and r["grid"] == time_grid
+                 and r["evaluations"] < 200),
+                key=lambda r: r["evaluations"],
+            )
+            ax.loglog([r["evaluations"] for r in sel], [r["frechet"] for r in sel], style,
+                      color=color, marker="o", ms=3, label=f"{method} / {name} / {time_grid}")
+    reference = next(r for r in rows if r["evaluations"] > 200)
+    ax.axhline(reference["frechet"], color="k", lw=0.8, label="200-step Euler-Maruyama")
+    ax.axhline(floor, color="k", lw=0.8, ls=":", label="data against data (floor)")
+    ax.set_xlabel("score evaluations")
+    ax.set_ylabel("classifier Fréchet distance")
+    ax.set_title(f"MNIST prior at 28 x 28, n = {reference['num']} per point", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,7 +92,11 @@ def main():
                         help="sampling seeds; with several, the rows give mean +- std")
     parser.add_argument("--select", nargs="+", default=None,
                         help="run only the configurations whose label contains one of these")
+    parser.add_argument("--sweep", type=int, nargs="+", default=None, metavar="STEPS",
+                        help="every solver x time grid at these step counts, with a plot")
     args = parser.parse_args()
+    if args.sweep and not args.out:
+        parser.error("--sweep needs --out (it writes <out>.json and <out>.png)")
     n = args.num_samples
     ckpt = load_checkpoint_or_pretrained(args.checkpoint)
     grid = ckpt.grid((28, 28))
@@ -61,7 +112,10 @@ def main():
 
     rows = [("data vs data (floor)", "-", 0, *quality(other), 0.0, 0.0)]
     print(rows[-1], flush=True)
-    for method, name, steps, time_grid, *clock in CONFIGS:
+    records = []
+    for method, name, steps, time_grid, *clock in (
+        sweep_configs(args.sweep) if args.sweep else CONFIGS
+    ):
         clock = clock[0] if clock else "time"
         label = f"{method} / {name}, {steps} {time_grid} steps"
         label += ", log-SNR clock" if clock == "log-snr" else ""
@@ -77,6 +131,8 @@ def main():
         ddof = 1 if len(values) > 1 else 0
         mean, std = np.mean(values, axis=0), np.std(values, axis=0, ddof=ddof)
         rows.append((label, time_grid, int(info.num_score_evaluations[0]), *mean, *std))
+        records.append(dict(method=method, solver=name, grid=time_grid, steps=steps, num=n,
+                            evaluations=rows[-1][2], frechet=mean[0], energy=mean[1]))
     spread = len(args.seeds) > 1
     lines = [
         "# Few-evaluation samplers on the MNIST prior",
@@ -96,6 +152,7 @@ def main():
         "",
         f"Command: `python benchmarks/bench_solvers_mnist.py --num-samples {n} "
         f"--checkpoint {args.checkpoint} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --sweep {' '.join(map(str, args.sweep))}" if args.sweep else "")
         + (f" --select {' '.join(repr(x) for x in args.select)}" if args.select else "")
         + f" --out {args.out}`",
         *(
@@ -108,6 +165,12 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.out:
+        write_text(args.out, text)
+    if args.sweep:
+        stem = os.path.splitext(args.out)[0]
+        write_text(stem + ".json", json.dumps(dict(floor=rows[0][3], rows=records), indent=1))
+        plot_sweep(records, rows[0][3], stem + ".png")
+        text += f"\n![Fréchet against evaluations]({os.path.basename(stem)}.png)\n"
         write_text(args.out, text)
 
 
