@@ -13,6 +13,8 @@ NUTS go through `run_task` (DPS: normalised guidance; NUTS: `init="map"`, 2 chai
     python benchmarks/bench_smc.py --tasks deblur --images 2 --samplers smc dps \\
         --out benchmarks/results/smc_small.json
     python benchmarks/bench_smc.py --render benchmarks/results/smc_small.json
+
+The commands of the committed results are in benchmarks/results/smc.md.
 """
 
 import argparse
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from numpyro_fsdiff._io import write_text
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -176,10 +180,12 @@ def main(argv=None):
         print(render(args.render or [args.out]))
         return
     rows = []
-    for dataset in args.datasets:
-        for resolution in args.resolutions:
-            for task in args.tasks:
-                for image in range(args.images):
+    out = Path(args.out)
+    # images outermost, so that a run stopped early has the same images for every task
+    for image in range(args.images):
+        for dataset in args.datasets:
+            for resolution in args.resolutions:
+                for task in args.tasks:
                     for sampler in args.samplers:
                         start = time.perf_counter()
                         if sampler == "smc":
@@ -189,10 +195,7 @@ def main(argv=None):
                         row["total_s"] = time.perf_counter() - start
                         print(json.dumps(row), flush=True)
                         rows.append(row)
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(out)
+                        write_text(out, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
