@@ -59,6 +59,7 @@ def smc_row(args, dataset, resolution, task, image):
         steps=args.steps,
         batch_size=args.batch_size,
         time_grid=args.time_grid,
+        twist_variance=args.twist_variance,
     )
     out = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=key_post)
     return {
@@ -67,7 +68,8 @@ def smc_row(args, dataset, resolution, task, image):
         "task": task,
         "image": image,
         "sampler": "SMC",
-        "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps",
+        "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps"
+        + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}"),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -169,6 +171,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--time-grid", default="log-snr", help="SMC's time grid")
+    parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--nuts-warmup", type=int, default=40)
