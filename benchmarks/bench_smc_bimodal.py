@@ -14,6 +14,7 @@ density at t_eps) reports the same average over its draws, per chain and pooled.
 import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 T_EPS = 1e-3
 
 
-def bimodal_problem() -> dict:
+def bimodal_problem() -> SimpleNamespace:
     """The problem, with its closed forms at t_eps: component weights, component posterior
     means and log p(y) (a float64 context is the caller's)."""
     import numpyro_fsdiff as fsd
@@ -66,7 +67,7 @@ def bimodal_problem() -> dict:
             for k in range(2)
         ]
     )
-    return dict(
+    return SimpleNamespace(
         grid=grid, sde=sde, mixture=mixture, score=score, operator=operator, sigma=sigma, y=y,
         weights=jax.nn.softmax(log_terms),
         log_evidence=float(jax.scipy.special.logsumexp(log_terms)),
@@ -92,9 +93,9 @@ def main(argv=None):
     from numpyro_fsdiff.inverse import SMC, GaussianLikelihood
 
     problem = bimodal_problem()
-    grid, sde, mixture, score = (problem[k] for k in ("grid", "sde", "mixture", "score"))
-    operator, sigma, y = (problem[k] for k in ("operator", "sigma", "y"))
-    exact = np.asarray(problem["weights"])
+    grid, sde, mixture, score = problem.grid, problem.sde, problem.mixture, problem.score
+    operator, sigma, y = problem.operator, problem.sigma, problem.y
+    exact = np.asarray(problem.weights)
     responsibilities = jax.vmap(score.responsibilities, in_axes=(0, None))
 
     likelihood = GaussianLikelihood(y, operator, grid, sigma)

@@ -47,14 +47,14 @@ def main(argv=None):
     from numpyro_fsdiff.inverse import SMC, GaussianLikelihood
 
     problem = bimodal_problem()
-    score, grid = problem["score"], problem["grid"]
-    likelihood = GaussianLikelihood(problem["y"], problem["operator"], grid, problem["sigma"])
+    score, grid = problem.score, problem.grid
+    likelihood = GaussianLikelihood(problem.y, problem.operator, grid, problem.sigma)
     responsibilities = jax.vmap(score.responsibilities, in_axes=(0, None))
-    exact_means = np.asarray(problem["component_means"]).reshape(2, -1)
+    exact_means = np.asarray(problem.component_means).reshape(2, -1)
     rows = []
     for kind, steps in args.configs:
         sampler = SMC(
-            score, problem["sde"], num_particles=args.particles, steps=steps, time_grid=kind
+            score, problem.sde, num_particles=args.particles, steps=steps, time_grid=kind
         )
         weights, means, log_z, ess, seconds = [], [], [], [], []
         for r in range(args.runs):
@@ -73,7 +73,7 @@ def main(argv=None):
         rows.append(
             f"| {kind} | {steps} | {np.mean(weights):.4f} +- {se(weights):.4f} | "
             f"{np.mean(log_z):.3f} +- {se(log_z):.3f} | "
-            f"{(np.mean(log_z) - problem['log_evidence']) / se(log_z):+.1f} | "
+            f"{(np.mean(log_z) - problem.log_evidence) / se(log_z):+.1f} | "
             f"{np.max(np.abs(z)):.1f} | {np.median(ess):.0f} | {np.median(seconds):.1f} |"
         )
         print(rows[-1], flush=True)
@@ -86,8 +86,8 @@ def main(argv=None):
             + " ".join(f"{k}:{s}" for k, s in args.configs)
             + "` (float64, the shared 2-core CPU).",
             "",
-            f"Closed forms at t_eps: weight of component 1 {float(problem['weights'][0]):.4f}, "
-            f"log p(y) {problem['log_evidence']:.3f}. z: the mean over runs minus the closed "
+            f"Closed forms at t_eps: weight of component 1 {float(problem.weights[0]):.4f}, "
+            f"log p(y) {problem.log_evidence:.3f}. z: the mean over runs minus the closed "
             "form, over its standard error.",
             "",
             "| grid | steps | weight of component 1 | log-evidence | z of log-evidence "

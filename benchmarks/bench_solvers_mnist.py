@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import numpyro_fsdiff as fsd
-from numpyro_fsdiff._io import write_text
+from numpyro_fsdiff._io import save_figure, write_text
 from numpyro_fsdiff.cli._tasks import load_checkpoint_or_pretrained
 from numpyro_fsdiff.metrics import energy_distance, frechet_classifier_distance
 
@@ -77,9 +77,7 @@ def plot_sweep(rows, floor, path):
     ax.set_title(f"MNIST prior at 28 x 28, n = {reference['num']} per point", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -163,14 +161,13 @@ def main():
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_text(args.out, text)
     if args.sweep:
         stem = os.path.splitext(args.out)[0]
         write_text(stem + ".json", json.dumps(dict(floor=rows[0][3], rows=records), indent=1))
         plot_sweep(records, rows[0][3], stem + ".png")
         text += f"\n![Fréchet against evaluations]({os.path.basename(stem)}.png)\n"
+    print(text)
+    if args.out:
         write_text(args.out, text)
 
 
