@@ -60,6 +60,7 @@ def smc_row(args, dataset, resolution, task, image):
         batch_size=args.batch_size,
         time_grid=args.time_grid,
         twist_variance=args.twist_variance,
+        move_steps=args.move_steps,
     )
     out = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=key_post)
     return {
@@ -69,7 +70,8 @@ def smc_row(args, dataset, resolution, task, image):
         "image": image,
         "sampler": "SMC",
         "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps"
-        + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}"),
+        + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}")
+        + (f", {args.move_steps} MALA moves per step" if args.move_steps else ""),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -80,6 +82,9 @@ def smc_row(args, dataset, resolution, task, image):
         "final_ess": float(out.ess[-1]),
         "num_resamplings": int(out.num_resamplings),
         "num_distinct_ancestors": int(out.num_distinct_ancestors),
+        "move_acceptance": (
+            float(jnp.nanmean(out.move_acceptance)) if args.move_steps else None
+        ),
     }
 
 
@@ -131,7 +136,8 @@ def render(paths):
         rows += json.loads(Path(path).read_text())
     groups = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["resolution"], r["task"], r["sampler"]), []).append(r)
+        key = (r["dataset"], r["resolution"], r["task"], r["sampler"], r["settings"])
+        groups.setdefault(key, []).append(r)
     lines = [
         "| dataset | res | task | sampler | settings | images | PSNR | SSIM | cov. 90 | "
         "log-evidence | score evals | wall (s) | min ESS | distinct ancestors |",
@@ -146,7 +152,7 @@ def render(paths):
         values = [r[k] for r in rs if r.get(k) is not None]
         return "-" if not values else f"{statistics.mean(values):.{digits}f}"
 
-    for (dataset, res, task, sampler), rs in sorted(groups.items()):
+    for (dataset, res, task, sampler, _), rs in sorted(groups.items()):
         lines.append(
             f"| {dataset} | {res} | {task} | {sampler} | {rs[0]['settings']} | {len(rs)} | "
             f"{mean(rs, 'psnr')} | {mean(rs, 'ssim', 3)} | {mean(rs, 'coverage_90')} | "
@@ -172,6 +178,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--time-grid", default="log-snr", help="SMC's time grid")
     parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
+    parser.add_argument("--move-steps", type=int, default=0, help="SMC's MALA moves per step")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--nuts-warmup", type=int, default=40)

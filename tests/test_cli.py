@@ -196,6 +196,7 @@ def test_ctrl_c_elsewhere_is_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize("argv, named", [
     (["invert", "--task", "deblur", "--checkpoint", "/missing/path"], "/missing/path"),
     (["invert", "--task", "deblur", "--ode-steps", "0"], "--ode-steps"),
+    (["invert", "--task", "deblur", "--moves", "-1"], "--moves"),
     (["invert", "--task", "deblur", "--data-root", "/nonexistent"], "--data-root"),
     (["train", "--out", "unused", "--levels", "0:2"], "--levels"),
 ])

@@ -412,6 +412,22 @@ def test_invert_chooses_the_mass_matrix():
         assert chosen.mass_matrix == expected, (mass, size)
 
 
+def test_invert_passes_the_smc_moves():
+    """`--moves` reaches the SMC sampler (0 by default)."""
+    from types import SimpleNamespace
+
+    from numpyro_fsdiff.cli import build_parser
+    from numpyro_fsdiff.cli._tasks import make_sampler
+
+    parser = build_parser()
+    assert parser.parse_args(["invert", "--task", "deblur"]).moves == 0
+    assert parser.parse_args(["invert", "--task", "deblur", "--moves", "2"]).moves == 2
+    ckpt = SimpleNamespace(model=lambda x, t: -x, sde=VPSDE(Matern(2.0, 3.0)))
+    settings = dict(num_samples=8, num_warmup=1, num_chains=1, steps=4, guidance=1.0)
+    assert make_sampler("smc", ckpt, **settings).move_steps == 0
+    assert make_sampler("smc", ckpt, move_steps=2, **settings).move_steps == 2
+
+
 @pytest.mark.slow
 def test_invert_command_passes_the_mass_matrix(tmp_path):
     """`fsdiff invert --sampler nuts --mass-matrix gauss_newton` on a tiny untrained

@@ -30,8 +30,10 @@ from numpyro_fsdiff.inverse import (
     GaussianLikelihood,
     GaussianNoise,
     Mask,
+    ParticleGibbs,
     gaussian_posterior,
 )
+from numpyro_fsdiff.inverse._smc import MOVE_ACCEPTANCE
 
 RUNS = 16
 T_EPS = 1e-3
@@ -73,14 +75,16 @@ def _z(estimates, exact):
 
 
 @pytest.mark.parametrize(
-    "task, time_grid",
+    "task, time_grid, move_steps",
     [
-        ("deblur", "uniform"),
-        ("inpaint", "uniform"),
-        pytest.param("deblur", "log-snr", marks=pytest.mark.slow),
+        ("deblur", "uniform", 0),
+        ("inpaint", "uniform", 0),
+        ("deblur", "uniform", 2),
+        pytest.param("deblur", "log-snr", 0, marks=pytest.mark.slow),
+        pytest.param("inpaint", "log-snr", 2, marks=pytest.mark.slow),
     ],
 )
-def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
+def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid, move_steps):
     grid, sde, score, operator, sigma, y = _gaussian_problem(task)
     eigenvalues = score.marginal_eigenvalues(T_EPS)
     mean, cov = gaussian_posterior(y, operator, eigenvalues, grid, sigma)
@@ -90,7 +94,8 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
     exact_log_z = jax.scipy.stats.multivariate_normal.logpdf(
         jnp.ravel(y), jnp.zeros(a.shape[0]), gram
     )
-    sampler = SMC(score, sde, num_particles=256, steps=50, time_grid=time_grid)
+    sampler = SMC(score, sde, num_particles=256, steps=50, time_grid=time_grid,
+                  move_steps=move_steps)
     runs = _runs(sampler, GaussianLikelihood(y, operator, grid, sigma), grid, range(RUNS))
     np.testing.assert_allclose(runs[0].times, fsd.time_grid(sde, sde.T, T_EPS, 50, time_grid))
     z_mean = _z([r.mean for r in runs], mean)
@@ -105,7 +110,13 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(x64, task, time_grid):
     assert first.ess.shape == (51,) and first.resampled.shape == (50,)
     assert 0 < int(first.num_resamplings) <= 50
     assert 1 < int(first.num_distinct_ancestors) <= 256
-    assert first.score_evaluations == 2 * 50 * 256
+    assert first.score_evaluations == 2 * 50 * 256 * (1 + move_steps)
+    if move_steps:
+        # The MALA moves (exact here: the trapezoidal energy of a Gaussian is exact) are
+        # accepted near their adapted rate and move the population.
+        assert abs(float(jnp.nanmean(first.move_acceptance)) - MOVE_ACCEPTANCE) < 0.15
+    else:
+        assert bool(jnp.all(jnp.isnan(first.move_acceptance)))
 
 
 def test_smc_steps_on_the_named_time_grid():
@@ -279,11 +290,14 @@ def test_invalid_arguments_are_named():
         (dict(twist_variance=-1.0), r"`twist_variance` must be"),
         (dict(time_grid="cosine"), r"`time_grid` must be one of"),
         (dict(t_eps=2.0), r"`t_eps` must be"),
+        (dict(move_steps=-1), r"`move_steps` must be an int >= 0"),
     ]:
         with pytest.raises(ValueError, match=match):
             SMC(score, sde, **kwargs)
     with pytest.raises(ValueError, match=r"`score` and `sde` must be given together"):
         SMC(score, None)
+    with pytest.raises(ValueError, match=r"`smc.move_steps` must be 0 for particle Gibbs"):
+        ParticleGibbs(SMC(score, sde, move_steps=1))
     with pytest.raises(ValueError, match=r"`y` must have shape"):
         GaussianLikelihood(y[:4], operator, grid, sigma)
     with pytest.raises(ValueError, match=r"`noise` must be a GaussianNoise with a known"):
@@ -314,6 +328,11 @@ assert int(plain.num_resamplings) > 0, plain.num_resamplings
 np.testing.assert_allclose(sharded.particles, plain.particles, rtol=1e-9, atol=1e-12)
 np.testing.assert_allclose(sharded.weights, plain.weights, rtol=1e-9, atol=1e-12)
 np.testing.assert_allclose(sharded.log_evidence, plain.log_evidence, rtol=1e-10)
+moving = SMC(score, sde, num_particles=16, steps=6, batch_size=2, move_steps=1)
+plain = moving.run_likelihood(likelihood, grid, key=jax.random.key(5))
+sharded = moving.run_likelihood(likelihood, grid, key=jax.random.key(5), mesh=fsd.data_mesh())
+np.testing.assert_allclose(sharded.particles, plain.particles, rtol=1e-9, atol=1e-12)
+np.testing.assert_allclose(sharded.move_acceptance, plain.move_acceptance, rtol=1e-9)
 try:
     SMC(score, sde, num_particles=6).run_likelihood(likelihood, grid, key=jax.random.key(0),
                                          mesh=fsd.data_mesh())

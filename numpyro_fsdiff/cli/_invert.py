@@ -25,6 +25,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an int >= 0 (argparse names the flag in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0; got {text!r}")
+    return value
+
+
 def checkpoint_arg(text: str) -> str:
     """An argparse type: a checkpoint folder that exists, or the name of a shipped one."""
     from .._pretrained import PRETRAINED
@@ -65,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draws: particles for SMC (default 256), per chain for NUTS, "
                         "samples for DPS/SVI (default 50)")
     parser.add_argument("--warmup", type=positive_int, default=50, help="NUTS warm-up per chain")
+    parser.add_argument("--moves", type=non_negative_int, default=0,
+                        help="SMC: MALA moves per particle before each step (default 0; 2 "
+                        "triples the cost and, on MNIST, raised PSNR by about 2 dB and the "
+                        "90%% coverage by 0.1-0.2)")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="SMC reverse-SDE steps (default 100), DPS reverse-SDE steps or "
@@ -103,7 +118,8 @@ def run(args) -> int:
         sampler=args.sampler, num_samples=samples, num_warmup=args.warmup,
         num_chains=args.chains, steps=steps, ode_steps=args.ode_steps,
         ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
-        mass_matrix=args.mass_matrix, guidance=args.guidance, seed=args.seed, out=args.out,
+        mass_matrix=args.mass_matrix, guidance=args.guidance, move_steps=args.moves,
+        seed=args.seed, out=args.out,
     )
     print(json.dumps(report, indent=2))
     return 0

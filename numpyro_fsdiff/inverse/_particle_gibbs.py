@@ -93,6 +93,11 @@ class ParticleGibbs(AbstractSampler):
     def __check_init__(self):
         if not isinstance(self.smc, SMC):
             raise ValueError(f"`smc` must be an SMC sampler; got {self.smc!r}.")
+        if self.smc.move_steps:
+            raise ValueError(
+                "`smc.move_steps` must be 0 for particle Gibbs, whose sweeps condition on one "
+                f"diffusion path (a MALA move would leave it); got {self.smc.move_steps}."
+            )
         for name, low in (("num_sweeps", 1), ("num_chains", 1), ("num_warmup", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -177,6 +182,6 @@ def _draw_path(smc: SMC, log_likelihood, grid: Grid, key, reference):
     """One (conditional) SMC run and a path drawn from its final weights."""
     key_run, key_pick = jax.random.split(key)
     out = _smc(smc, log_likelihood, grid, key_run, None, reference=reference, keep_paths=True)
-    weights, paths, indices = out[1], out[6], out[7]
+    weights, paths, indices = out[1], out[7], out[8]
     final = jax.random.choice(key_pick, weights.shape[0], p=weights)
     return trace_path(paths, indices, final)
