@@ -75,9 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "samples for DPS/SVI (default 50)")
     parser.add_argument("--warmup", type=positive_int, default=50, help="NUTS warm-up per chain")
     parser.add_argument("--moves", type=non_negative_int, default=0,
-                        help="SMC: MALA moves per particle before each step (default 0; 2 "
-                        "triples the cost and, on MNIST, raised PSNR by about 2 dB and the "
-                        "90%% coverage by 0.1-0.2)")
+                        help="SMC: MALA moves per particle before each step (default 0); each "
+                        "costs what a step costs (docs/smc.md, Resample-move)")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="SMC reverse-SDE steps (default 100), DPS reverse-SDE steps or "

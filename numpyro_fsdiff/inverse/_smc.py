@@ -1,5 +1,6 @@
 r"""Sequential Monte Carlo along the reverse diffusion: the twisted diffusion sampler."""
 
+import functools
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -28,10 +29,11 @@ DENSE_TWIST_MAX = 4096
 """The largest data size for which the Gaussian twist uses the dense $A Q A^\\top$."""
 
 RESAMPLERS = ("systematic", "stratified", "multinomial")
-#: The acceptance probability the MALA moves' step scale is adapted to (Roberts and Rosenthal's
-#: optimum for MALA in high dimensions).
-MOVE_ACCEPTANCE = 0.574
 """BlackJAX's resampling schemes by name (`blackjax.smc.resampling`)."""
+
+MOVE_ACCEPTANCE = 0.574
+"""The acceptance probability the MALA moves' step scale is adapted to (Roberts and
+Rosenthal's optimum for MALA in high dimensions)."""
 
 
 def _blackjax_smc():
@@ -261,7 +263,7 @@ class SMC(AbstractSampler):
     while the weights follow the Euler-Maruyama law: the two agree as `steps` grows. Each
     move costs what a step costs (a score evaluation and its vector-Jacobian product per
     particle). With the MNIST prior at 28 x 28 (64 particles, 50 steps; images 0-4,
-    `benchmarks/results/smc_moves.md`), 2 moves per step raise deblurring from 22.04 to
+    `benchmarks/results/smc.md`, "Resample-move"), 2 moves per step raise deblurring from 22.04 to
     23.98 dB and its 90% coverage from 0.25 to 0.46, inpainting from 18.28 to 20.20 dB and
     0.45 to 0.59, at three times the cost (13-16 s per image).
 
@@ -349,16 +351,10 @@ class SMC(AbstractSampler):
                 "`score` and `sde` must be given together (or both None for `run_model`); got "
                 f"score={self.score!r}, sde={self.sde!r}."
             )
-        for name in ("num_particles", "steps", "batch_size"):
+        for name, low in (("num_particles", 1), ("steps", 1), ("batch_size", 1), ("move_steps", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
-        if (
-            isinstance(self.move_steps, bool)
-            or not isinstance(self.move_steps, int)
-            or self.move_steps < 0
-        ):
-            raise ValueError(f"`move_steps` must be an int >= 0; got {self.move_steps!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}.")
         if not 0.0 <= self.ess_threshold <= 1.0:
             raise ValueError(f"`ess_threshold` must be in [0, 1]; got {self.ess_threshold!r}.")
         if not self.twist_variance >= 0:
@@ -699,7 +695,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         back = operator.transpose(gain.reshape(y.shape), grid)
         return prior_draw + beta * h * covariance.apply(back, grid) / grid.cell_area
 
-    def move(x, s, g, log_twist, k, t, log_scale):
+    def move(x, s, g, log_twist, k, *, t, log_scale):
         """One Q-preconditioned MALA move of one particle on gamma_t = p_t x twist_t, the
         energy difference of p_t by the trapezoidal rule along the move; returns the new
         (x, s, g, log twist) and the acceptance probability."""
@@ -724,11 +720,13 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         )
         log_accept = jnp.where(jnp.isnan(log_accept), -jnp.inf, log_accept)
         accept = jnp.log(jax.random.uniform(key_accept, (), x.dtype)) < log_accept
-        new = tuple(
-            jnp.where(accept, b, a)
-            for a, b in zip((x, s, g, log_twist), (x_new, s_new, g_new, log_twist_new))
+        kept = tuple(
+            jnp.where(accept, proposed, current)
+            for current, proposed in zip(
+                (x, s, g, log_twist), (x_new, s_new, g_new, log_twist_new)
+            )
         )
-        return new + (jnp.exp(jnp.minimum(log_accept, 0.0)),)
+        return kept + (jnp.exp(jnp.minimum(log_accept, 0.0)),)
 
     def rejuvenate(x, s, g, log_twist, log_w, log_scale, key, t):
         """`move_steps` MALA moves of every particle, the step scale adapted towards
@@ -736,11 +734,9 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         invariant)."""
         rates = []
         for k in jax.random.split(key, sampler.move_steps):
-            keys = jax.random.split(k, n)
-            times = jnp.full((n,), t, x.dtype)
-            scales = jnp.full((n,), log_scale, x.dtype)
-            x, s, g, log_twist, accept = per_particle(move)(
-                x, s, g, log_twist, keys, times, scales)
+            at_scale = functools.partial(move, t=t, log_scale=log_scale)
+            x, s, g, log_twist, accept = per_particle(at_scale)(
+                x, s, g, log_twist, jax.random.split(k, n))
             rate = jnp.sum(jnp.exp(log_w) * accept)
             log_scale = log_scale + (rate - MOVE_ACCEPTANCE)
             rates.append(rate)
