@@ -208,6 +208,12 @@ def test_bad_flags_name_the_flag(argv, named, capsys):
     assert named in last and "`name`" not in last and "`shape`" not in last, last
 
 
+def test_moves_for_a_sampler_without_moves_is_refused(capsys):
+    assert main(["invert", "--task", "deblur", "--sampler", "dps", "--moves", "2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--moves" in last and "--sampler smc" in last, last
+
+
 def test_invert_never_falls_back_from_a_data_root_without_data(tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "ckpt")
     empty = tmp_path / "empty"
@@ -239,7 +245,7 @@ def test_demo_runs_end_to_end_small(tmp_path):
 
     report = run(tmp_path, SMALL, progress=False)
     text = report.read_text()
-    assert "## 3. Solver comparison" in text and "(SMC)" in text
+    assert "## 3. Solver comparison" in text and "(SMC)" in text and "move acceptance" in text
     for n in SMALL.sample_resolutions:
         assert (tmp_path / f"samples_{n}.png").stat().st_size > 1000
     assert (tmp_path / "spectra.png").stat().st_size > 1000
@@ -248,7 +254,20 @@ def test_demo_runs_end_to_end_small(tmp_path):
         assert (tmp_path / f"{stem}.png").exists()
         saved = json.loads((tmp_path / f"{stem}.json").read_text())
         assert saved["task"] == task and "log_evidence" in saved["diagnostics"]
+        assert 0 <= saved["diagnostics"]["move_acceptance"] <= 1  # SMALL moves once
     record = json.loads((tmp_path / "report.json").read_text())
     assert record["wall_s"] > 0 and len(record["solvers"]) > 0
     finer = str(max(SMALL.sample_resolutions))
     assert np.isfinite(record["spectra"]["grids"][finer]["shared_ratio_median"])
+
+
+def test_commands_survive_importing_their_modules():
+    """Importing `cli._demo` (as the demo's callers do) must not replace the demo command's
+    function: a submodule import rebinds the package attribute of the same name."""
+    import numpyro_fsdiff.cli._demo  # noqa: F401
+    from numpyro_fsdiff.cli import commands
+
+    for command in commands().values():
+        assert callable(command.run) and not isinstance(command.run, type(numpyro_fsdiff)), (
+            command.name
+        )

@@ -369,14 +369,21 @@ def test_invert_command_end_to_end(tmp_path):
 
 
 def test_invert_defaults_to_smc_with_its_own_sizes():
-    """`fsdiff invert` without `--sampler` runs SMC, 256 particles x 100 steps unless told."""
+    """`fsdiff invert` without `--sampler` runs SMC: 96 particles x 100 steps with 2 moves
+    unless told; the other samplers 50 draws x 200 steps and no moves."""
     from numpyro_fsdiff.cli import build_parser
-    from numpyro_fsdiff.cli._invert import OTHER_DEFAULTS, SMC_DEFAULTS
+    from numpyro_fsdiff.cli._invert import sampler_settings
 
-    args = build_parser().parse_args(["invert", "--task", "deblur"])
+    parser = build_parser()
+
+    def settings_of(*flags):
+        return sampler_settings(parser.parse_args(["invert", "--task", "deblur", *flags]))
+
+    args = parser.parse_args(["invert", "--task", "deblur"])
     assert args.sampler == "smc" and args.samples is None and args.steps is None
-    assert SMC_DEFAULTS == dict(samples=256, steps=100)
-    assert OTHER_DEFAULTS == dict(samples=50, steps=200)
+    assert settings_of() == (96, 100, 2)
+    assert settings_of("--moves", "0", "--samples", "256") == (256, 100, 0)
+    assert settings_of("--sampler", "dps") == (50, 200, 0)
 
 
 @pytest.mark.slow
@@ -391,8 +398,10 @@ def test_invert_command_runs_smc_by_default(tmp_path):
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 0
     report = json.loads((tmp_path / "out" / "deblur_smc_mnist_12.json").read_text())
-    assert report["sampler"] == "SMC" and report["info"]["score_evaluations"] == 2 * 3 * 4
+    # 2 evaluations per particle and step, and as many per move (2 moves by default).
+    assert report["sampler"] == "SMC" and report["info"]["score_evaluations"] == 2 * 3 * 3 * 4
     assert {"log_evidence", "final_ess", "num_distinct_ancestors"} <= set(report["diagnostics"])
+    assert 0 <= report["diagnostics"]["move_acceptance"] <= 1
 
 
 def test_invert_chooses_the_mass_matrix():
@@ -413,15 +422,11 @@ def test_invert_chooses_the_mass_matrix():
 
 
 def test_invert_passes_the_smc_moves():
-    """`--moves` reaches the SMC sampler (0 by default)."""
+    """`make_sampler` hands `move_steps` to SMC (none unless asked)."""
     from types import SimpleNamespace
 
-    from numpyro_fsdiff.cli import build_parser
     from numpyro_fsdiff.cli._tasks import make_sampler
 
-    parser = build_parser()
-    assert parser.parse_args(["invert", "--task", "deblur"]).moves == 0
-    assert parser.parse_args(["invert", "--task", "deblur", "--moves", "2"]).moves == 2
     ckpt = SimpleNamespace(model=lambda x, t: -x, sde=VPSDE(Matern(2.0, 3.0)))
     settings = dict(num_samples=8, num_warmup=1, num_chains=1, steps=4, guidance=1.0)
     assert make_sampler("smc", ckpt, **settings).move_steps == 0

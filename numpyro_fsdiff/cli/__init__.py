@@ -56,7 +56,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Gaussian-field demo (covariances, traces, forward SDE) instead")
 
 
-def _demo(args) -> int:
+def _run_demo(args) -> int:
+    # Not named `_demo`: importing the submodule `cli._demo` would rebind that attribute.
     if args.gaussian:
         from ._demo_gaussian import run
 
@@ -79,7 +80,7 @@ def commands() -> dict[str, Command]:
             "demo",
             "run the demo (pretrained MNIST prior end to end) and write its outputs",
             _demo_arguments,
-            _demo,
+            _run_demo,
         ),
         "invert": Command(
             "invert",

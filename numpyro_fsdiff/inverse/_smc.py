@@ -378,7 +378,8 @@ class SMC(AbstractSampler):
         level ([`run_linear`][numpyro_fsdiff.inverse.SMC.run_linear]); the particles are
         returned with their log-weights, so the posterior's mean, std and coverage are
         weighted. Diagnostics: `log_evidence`, `ess` (per step), `min_ess`, `final_ess`,
-        `num_resamplings`, `num_distinct_ancestors`.
+        `num_resamplings`, `num_distinct_ancestors`, `move_acceptance` (the mean over steps;
+        `None` without moves).
 
         **Raises:** `ValueError` as [`run_linear`][numpyro_fsdiff.inverse.SMC.run_linear].
         """
@@ -393,6 +394,9 @@ class SMC(AbstractSampler):
             "final_ess": float(out.ess[-1]),
             "num_resamplings": int(out.num_resamplings),
             "num_distinct_ancestors": int(out.num_distinct_ancestors),
+            "move_acceptance": (
+                float(jnp.mean(out.move_acceptance)) if self.move_steps else None
+            ),
         }
         return SamplerOutput(
             samples=out.particles,
