@@ -195,12 +195,13 @@ def _report(samples, spectra, inverse, table, total, settings, cutoff_note) -> s
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in inverse:
         m, d, i = r["metrics"], r["diagnostics"], r["info"]
+        acceptance = nan if d.get("move_acceptance") is None else d["move_acceptance"]
         stem = f"{r['task']}_smc_{r['dataset']}_{r['resolution']}"
         lines.append(
             f"| {r['task']} | {m.get('psnr', nan):.2f} | {m.get('ssim', nan):.3f}"
             f" | {m.get('coverage_90', nan):.3f} | {d.get('final_ess', nan):.1f}"
             f" | {d.get('min_ess', nan):.1f} | {d.get('num_distinct_ancestors', 'n/a')}"
-            f" | {d.get('num_resamplings', 'n/a')} | {d.get('move_acceptance') or nan:.2f}"
+            f" | {d.get('num_resamplings', 'n/a')} | {acceptance:.2f}"
             f" | {d.get('log_evidence', nan):.1f}"
             f" | {i.get('score_evaluations', nan):.0f} | {r['demo_wall_s']:.0f} | "
             f"[{stem}.png]({stem}.png) |")

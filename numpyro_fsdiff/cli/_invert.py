@@ -112,7 +112,7 @@ def sampler_settings(args) -> tuple[int, int, int]:
     """
     if args.sampler != "smc" and args.moves:
         raise ValueError(
-            f"fsdiff invert: `--moves` applies to `--sampler smc` only; got --moves "
+            f"`--moves` applies to `--sampler smc` only; got --moves "
             f"{args.moves} with --sampler {args.sampler}."
         )
     defaults = SMC_DEFAULTS if args.sampler == "smc" else OTHER_DEFAULTS
