@@ -31,7 +31,7 @@ class DemoSettings:
     inverse_resolution: int = 56
     inverse_tasks: tuple[str, ...] = ("deblur", "inpaint")
     # 160 particles with 2 MALA moves per step cost what 512 without moves cost, and gave
-    # 8.1 dB more on inpainting and a higher log-evidence on both tasks (docs/smc.md,
+    # 1.1-1.6 dB more on images 0-4 (lower coverage on inpainting; docs/smc.md,
     # Resample-move).
     smc_particles: int = 160
     smc_steps: int = 50

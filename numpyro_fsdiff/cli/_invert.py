@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # SMC: 96 particles with 2 moves per step cost about what 256 without moves cost, and gave
-# the better posteriors in benchmarks/results/smc.md (Resample-move) and the demo's tasks.
+# the higher PSNR in benchmarks/results/smc.md (Resample-move) and on the demo's tasks.
 SMC_DEFAULTS = dict(samples=96, steps=100, moves=2)
 OTHER_DEFAULTS = dict(samples=50, steps=200, moves=0)
 
