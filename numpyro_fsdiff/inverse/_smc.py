@@ -763,7 +763,7 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
     log_w, log_z, ess0 = reweight(uniform, log_twist)
     ancestors = jnp.arange(n)
 
-    moves = sampler.move_steps > 0 and not conditional
+    moves = sampler.move_steps > 0  # ParticleGibbs (the conditional runs) refuses moves
 
     def step(carry, inputs, final=False):
         x, s, g, log_twist, log_w, log_z, ancestors, log_scale = carry
