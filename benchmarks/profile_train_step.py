@@ -31,7 +31,6 @@ def main(argv=None):
 
     import jax
     import jax.numpy as jnp
-    from jax._src.lib import _profile_data
 
     model = fsd.nn.FNO(key=jax.random.key(0))
     covariance = fsd.covariance.Matern(alpha=2.0, tau=3.0)
@@ -60,8 +59,17 @@ def main(argv=None):
                 state, loss = jax.block_until_ready(
                     fsd.train_step(state, x0, jax.random.key(10 + i), **settings)
                 )
-        trace = glob.glob(folder + "/**/*.xplane.pb", recursive=True)[0]
-        profile = _profile_data.ProfileData.from_file(trace)
+        per_op = per_operation_ms(folder, args.steps)
+    print_profile(per_op, hlo, args.top)
+
+
+def per_operation_ms(folder: str, steps: int) -> collections.Counter:
+    """Milliseconds per call of each XLA operation in the trace under `folder`, summed over
+    XLA's worker threads and divided by the `steps` traced calls."""
+    from jax._src.lib import _profile_data
+
+    trace = glob.glob(folder + "/**/*.xplane.pb", recursive=True)[0]
+    profile = _profile_data.ProfileData.from_file(trace)
     per_op = collections.Counter()
     for plane in profile.planes:
         for line in plane.lines:
@@ -69,7 +77,13 @@ def main(argv=None):
                 continue
             for event in line.events:
                 if event.name != "ThunkExecutor::Execute" and not event.name.startswith("end:"):
-                    per_op[event.name] += event.duration_ns / args.steps / 1e6
+                    per_op[event.name] += event.duration_ns / steps / 1e6
+    return per_op
+
+
+def print_profile(per_op: collections.Counter, hlo: str, top: int) -> None:
+    """Print the busy time by kind of operation and the `top` operations, each with its
+    result shape and source from the compiled `hlo` text."""
     described = {}
     for match in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+\[[^\]]*\]\S*) .*$", hlo, re.M):
         source = re.search(r'op_name="([^"]*)"', match.group(0))
@@ -82,7 +96,7 @@ def main(argv=None):
     for kind, ms in kinds.most_common(10):
         print(f"  {ms:8.2f} ms  {kind}")
     print("top operations (ms per step):")
-    for name, ms in per_op.most_common(args.top):
+    for name, ms in per_op.most_common(top):
         print(f"  {ms:7.2f}  {name:28s} {described.get(name, '')}")
 
 
