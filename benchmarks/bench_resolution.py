@@ -36,6 +36,7 @@ import numpyro_fsdiff as fs
 from numpyro_fsdiff._classifier import classifier_features, load_classifier, predict
 from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff._pretrained import PRETRAINED
+from numpyro_fsdiff._sampler_spectrum import gaussian_euler_maruyama_spectrum
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -100,10 +101,24 @@ def relative_densities(
     return out
 
 
-def spectrum_table(samples: dict, covariance):
+def euler_maruyama_factor(sde, steps: int) -> float:
+    """The variance `draw`'s sampler (Euler-Maruyama, `steps` uniform steps, Tweedie) gives a
+    mode on which the score is exactly -x, relative to Q: the reference of the new shells."""
+    grid = fs.Grid((4, 4))
+    exact = fs.GaussianScore(sde.covariance, sde, grid)  # data N(0, Q): the score is -x
+    times = fs.time_grid(sde, sde.T, 1e-3, steps, "uniform")
+    q = np.asarray(sde.covariance.eigenvalues(grid), np.float64)
+    return float(np.median(gaussian_euler_maruyama_spectrum(exact, times) / q))
+
+
+def spectrum_table(samples: dict, covariance, factor: float = 1.0):
     rows = fs.compare_spectra(samples, covariance, BAND)
-    for row in rows.values():  # the pixel std (u = (x + 1)/2 in [0, 1]) above |k_i| = 13
+    against_sampler = fs.compare_spectra(samples, covariance, BAND, reference_factor=factor)
+    for n, row in rows.items():  # the pixel std (u = (x + 1)/2 in [0, 1]) above |k_i| = 13
         row["high_pixel_std"] = 0.5 * row.pop("high_std")
+        row["sampler_factor"] = factor
+        row["new_ratio_median_sampler"] = against_sampler[n]["new_ratio_median"]
+        row["new_abs_z_median_sampler"] = against_sampler[n]["new_abs_z_median"]
     return rows
 
 
@@ -160,10 +175,21 @@ def markdown(result) -> str:
         f"Shared shells 1..{BAND} against the 28 x 28 samples; new shells "
         f"{new_from}..n/2-1 (every mode outside the box |k_i| <= {BAND}) against N(0, Q). "
         "z: difference over its standard error from the sample size.",
+    ]
+    first = next(iter(result["spectrum"].values()))
+    with_sampler = "sampler_factor" in first
+    if with_sampler:
+        lines.append(
+            f"The sampler's own law on those modes: Euler-Maruyama gives a mode whose score is "
+            f"exactly -x the variance {first['sampler_factor']:.4f} Q, not Q (the exact "
+            "recursion of the chain); the last two columns compare with that."
+        )
+    lines += [
         "",
         "| grid | shared: median ratio | shared: median / max abs z | new: median ratio to Q "
-        "| new: ratio range | new: median abs z | pixel std above K |",
-        "|---|---|---|---|---|---|---|",
+        "| new: ratio range | new: median abs z | pixel std above K |"
+        + (" new: ratio / z against the sampler's law |" if with_sampler else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if with_sampler else ""),
     ]
     for n, row in result["spectrum"].items():
         lines.append(
@@ -171,6 +197,8 @@ def markdown(result) -> str:
             f"{row['shared_abs_z_max']:.2f} | {row['new_ratio_median']:.3g} | "
             f"{row['new_ratio_range'][0]:.3g}-{row['new_ratio_range'][1]:.3g} | "
             f"{row['new_abs_z_median']:.2f} | {row['high_pixel_std']:.4f} |"
+            + (f" {row['new_ratio_median_sampler']:.4f} / {row['new_abs_z_median_sampler']:.2f} |"
+               if with_sampler else "")
         )
     q = result["quality"]
     lines += [
@@ -238,7 +266,7 @@ def main(argv=None) -> int:
         samples[n] = draw(ckpt, n, args.num, args.steps, args.seed + 1 + n, args.batch_size)
         sample_seconds[str(n)] = time.perf_counter() - tick
         print(f"sampled {args.num} at {n}x{n} in {sample_seconds[str(n)]:.1f} s", flush=True)
-    spectrum = spectrum_table(samples, ckpt.covariance)
+    spectrum = spectrum_table(samples, ckpt.covariance, euler_maruyama_factor(ckpt.sde, args.steps))
     qual = quality(samples, ckpt, dataset, test, train)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

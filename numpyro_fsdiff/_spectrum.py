@@ -60,7 +60,12 @@ def covariance_power_spectrum(
 
 
 def compare_spectra(
-    samples: dict, covariance: AbstractCovariance, cutoff: int, lengths=(1.0, 1.0)
+    samples: dict,
+    covariance: AbstractCovariance,
+    cutoff: int,
+    lengths=(1.0, 1.0),
+    *,
+    reference_factor: float = 1.0,
 ) -> dict:
     r"""How the samples of a prior on finer grids compare, shell by shell, with the coarsest
     grid's samples and with $N(0, Q)$: the resolution check of a measure on functions.
@@ -72,7 +77,8 @@ def compare_spectra(
       coarsest grid's $P(r)$ and $z = \Delta P / \sqrt{s_1^2 + s_2^2}$ from the standard errors;
     - *new shells*, those wholly outside the box $|k_i| \le K$ ($r \ge \lceil K\sqrt2 +
       \tfrac12\rceil$) below the grid's Nyquist radius: the ratio to $Q$'s $\lambda_k/|D|$
-      ([`covariance_power_spectrum`][numpyro_fsdiff.covariance_power_spectrum]) and its $z$;
+      ([`covariance_power_spectrum`][numpyro_fsdiff.covariance_power_spectrum]) times
+      `reference_factor`, and its $z$;
     - the standard deviation of the fields' part above $K$ (`band_limit`'s complement).
 
     A band-limited model ($S = -x$ above $K$) gives ratios 1 within sampling error on both.
@@ -83,6 +89,10 @@ def compare_spectra(
     - `covariance`: the noise covariance $Q$.
     - `cutoff`: the band $K$, at most the coarsest grid's $n/2 - 1$.
     - `lengths`: the domain's side lengths.
+    - `reference_factor`: the variance the sampler gives a mode whose score is exactly $-x$,
+      relative to $Q$: 1 for an exact solve (the default); about $1 + \bar\beta h/4$ for
+      Euler-Maruyama with steps $h$ (1.0070 for 200 uniform steps), whose own bias would
+      otherwise read as the model's.
 
     **Returns:** `{str(n): {...}}` for each grid but the coarsest, with `shared_ratio_median`,
     `shared_abs_z_median`, `shared_abs_z_max`, `new_ratio_median`, `new_ratio_range`,
@@ -102,6 +112,8 @@ def compare_spectra(
             f"`cutoff` must be an int in [1, {sizes[0] // 2 - 1}] for the {sizes[0]} x "
             f"{sizes[0]} grid; got {cutoff!r}."
         )
+    if not np.isfinite(reference_factor) or reference_factor <= 0:
+        raise ValueError(f"`reference_factor` must be a positive number; got {reference_factor!r}.")
     new_from = int(np.ceil(cutoff * np.sqrt(2) + 0.5))
     r0, p0, s0 = radial_power_spectrum(samples[sizes[0]], lengths)
     out = {}
@@ -112,6 +124,7 @@ def compare_spectra(
         z_shared = np.array([(p[i] - p0[j]) / np.hypot(s[i], s0[j]) for i, j in shared])
         ratio_shared = np.array([p[i] / p0[j] for i, j in shared])
         _, pq = covariance_power_spectrum(covariance, (n, n), lengths)
+        pq = reference_factor * pq
         new = [i for i, ri in enumerate(r) if new_from <= ri < n // 2]
         ratio_new = np.array([p[i] / pq[i] for i in new]) if new else np.array([np.nan])
         z_new = np.array([(p[i] - pq[i]) / s[i] for i in new]) if new else np.array([np.nan])

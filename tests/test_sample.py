@@ -9,7 +9,10 @@ import pytest
 
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._sample import score_evaluations_per_step
-from numpyro_fsdiff._sampler_spectrum import gaussian_sampler_spectrum
+from numpyro_fsdiff._sampler_spectrum import (
+    gaussian_euler_maruyama_spectrum,
+    gaussian_sampler_spectrum,
+)
 from numpyro_fsdiff._solvers import DEFAULT_STEPS
 from numpyro_fsdiff.covariance import Matern
 from numpyro_fsdiff.metrics import empirical_spectrum, gaussian_w2, gaussian_w2_spectra
@@ -165,6 +168,39 @@ def test_sde_converges_in_law(key, method, solver, steps):
     coarse, fine = errors
     assert coarse > 3 * _FLOOR, errors
     assert fine < 0.5 * coarse, errors
+
+
+@pytest.mark.parametrize("time_grid", ["uniform", "log-snr"])
+def test_euler_maruyama_samples_its_exact_discrete_law(key, time_grid):
+    """At 8 steps Euler-Maruyama is resolvably off the continuous-time law, and on its own
+    discrete law (the exact variance recursion of the chain) to sampling error."""
+    sde, score = _problem()
+    config = fs.SolverConfig("euler", steps=8, time_grid=time_grid)
+    x, _ = fs.sample(score, sde, GRID, key=key, num_samples=NUM, solver=config)
+    times = fs.time_grid(sde, sde.T, 1e-3, 8, time_grid)
+    discrete = gaussian_euler_maruyama_spectrum(score, times)
+    continuous = gaussian_sampler_spectrum(score, method="sde")
+    assert _whitened_error(x, continuous) > 3 * _FLOOR
+    assert _whitened_error(x, discrete) < 1.5 * _FLOOR
+
+
+def test_euler_maruyama_spectrum_limits():
+    """Fine steps reach the continuous-time law; on a mode whose score is exactly -x (C = Q)
+    every step keeps the variance at the fixed point of q' = (1 - beta h/2)^2 q + beta h q."""
+    sde, score = _problem()
+    times = fs.time_grid(sde, sde.T, 1e-3, 4000, "uniform")
+    np.testing.assert_allclose(gaussian_euler_maruyama_spectrum(score, times, denoise=False),
+                               gaussian_sampler_spectrum(score, method="sde", denoise=False),
+                               rtol=2e-3)
+    reference = fs.GaussianScore(sde.covariance, sde, GRID)  # data N(0, Q)
+    q = np.asarray(sde.covariance.eigenvalues(GRID))
+    one_step = np.array([sde.T, sde.T / 2])
+    beta_h = float(sde.beta(sde.T)) * sde.T / 2
+    np.testing.assert_allclose(
+        gaussian_euler_maruyama_spectrum(reference, one_step, denoise=False),
+        q * ((1 - beta_h / 2) ** 2 + beta_h), rtol=1e-6)
+    with pytest.raises(ValueError, match="`times`"):
+        gaussian_euler_maruyama_spectrum(score, np.array([0.1, 0.5]))
 
 
 @pytest.mark.slow  # a VirtualBrownianTree solve compiles slowly (about 40 s of CPU)

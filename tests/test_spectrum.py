@@ -43,6 +43,19 @@ def test_compare_spectra_tells_a_measure_on_functions_from_a_band_limited_copy()
     assert copy["32"]["shared_abs_z_max"] < 1e-3  # the same functions on the shared shells
 
 
+def test_compare_spectra_reference_factor_scales_the_new_shells_only():
+    """Fine draws from N(0, 1.2 Q): against Q their new shells read 1.2, many standard errors
+    off; against 1.2 Q they read 1 within sampling error. The shared shells do not move."""
+    q = Matern(2.0, 3.0, 5.0)
+    coarse = q.sample(jax.random.key(0), fs.Grid((12, 12)), (300,))
+    fine = np.sqrt(1.2) * q.sample(jax.random.key(1), fs.Grid((32, 32)), (300,))
+    plain = fs.compare_spectra({12: coarse, 32: fine}, q, cutoff=3)["32"]
+    scaled = fs.compare_spectra({12: coarse, 32: fine}, q, cutoff=3, reference_factor=1.2)["32"]
+    assert abs(plain["new_ratio_median"] - 1.2) < 0.1 and plain["new_abs_z_median"] > 2
+    assert abs(scaled["new_ratio_median"] - 1) < 0.1 and scaled["new_abs_z_median"] < 2
+    assert scaled["shared_ratio_median"] == plain["shared_ratio_median"]
+
+
 def test_compare_spectra_rejects_bad_input():
     xs = np.zeros((2, 8, 8))
     # The message names the grid sizes, not thousands of field values.
@@ -50,3 +63,7 @@ def test_compare_spectra_rejects_bad_input():
         fs.compare_spectra({8: xs}, Matern(2.0, 3.0), cutoff=2)
     with pytest.raises(ValueError, match="`cutoff` must be an int in"):
         fs.compare_spectra({8: xs, 16: np.zeros((2, 16, 16))}, Matern(2.0, 3.0), cutoff=4)
+    for factor in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="`reference_factor` must be a positive number"):
+            fs.compare_spectra({8: xs, 16: np.zeros((2, 16, 16))}, Matern(2.0, 3.0), cutoff=2,
+                               reference_factor=factor)
