@@ -36,7 +36,7 @@ import numpyro_fsdiff as fs
 from numpyro_fsdiff._classifier import classifier_features, load_classifier, predict
 from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff._pretrained import PRETRAINED
-from numpyro_fsdiff._sampler_spectrum import gaussian_euler_maruyama_spectrum
+from numpyro_fsdiff._sampler_spectrum import euler_maruyama_reference_factor
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -99,16 +99,6 @@ def relative_densities(
         values = np.asarray(jax.jit(jax.vmap(prior.log_prob_relative))(x))
         out[str(n)] = dict(values=values.tolist(), seconds=time.perf_counter() - tick)
     return out
-
-
-def euler_maruyama_factor(sde, steps: int) -> float:
-    """The variance `draw`'s sampler (Euler-Maruyama, `steps` uniform steps, Tweedie) gives a
-    mode on which the score is exactly -x, relative to Q: the reference of the new shells."""
-    grid = fs.Grid((4, 4))
-    exact = fs.GaussianScore(sde.covariance, sde, grid)  # data N(0, Q): the score is -x
-    times = fs.time_grid(sde, sde.T, 1e-3, steps, "uniform")
-    q = np.asarray(sde.covariance.eigenvalues(grid), np.float64)
-    return float(np.median(gaussian_euler_maruyama_spectrum(exact, times) / q))
 
 
 def spectrum_table(samples: dict, covariance, factor: float = 1.0):
@@ -266,7 +256,9 @@ def main(argv=None) -> int:
         samples[n] = draw(ckpt, n, args.num, args.steps, args.seed + 1 + n, args.batch_size)
         sample_seconds[str(n)] = time.perf_counter() - tick
         print(f"sampled {args.num} at {n}x{n} in {sample_seconds[str(n)]:.1f} s", flush=True)
-    spectrum = spectrum_table(samples, ckpt.covariance, euler_maruyama_factor(ckpt.sde, args.steps))
+    spectrum = spectrum_table(
+        samples, ckpt.covariance, euler_maruyama_reference_factor(ckpt.sde, args.steps)
+    )
     qual = quality(samples, ckpt, dataset, test, train)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -259,6 +259,9 @@ def test_demo_runs_end_to_end_small(tmp_path):
     assert record["wall_s"] > 0 and len(record["solvers"]) > 0
     finer = str(max(SMALL.sample_resolutions))
     assert np.isfinite(record["spectra"]["grids"][finer]["shared_ratio_median"])
+    # SMALL's 4 Euler-Maruyama steps inflate the Gaussian part's variance by far more than 1%.
+    assert record["spectra"]["sampler_factor"] > 1.05
+    assert "ratio to the sampler's law" in text
 
 
 def test_commands_survive_importing_their_modules():

@@ -10,6 +10,7 @@ import pytest
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._sample import score_evaluations_per_step
 from numpyro_fsdiff._sampler_spectrum import (
+    euler_maruyama_reference_factor,
     gaussian_euler_maruyama_spectrum,
     gaussian_sampler_spectrum,
 )
@@ -201,6 +202,10 @@ def test_euler_maruyama_spectrum_limits():
         q * ((1 - beta_h / 2) ** 2 + beta_h), rtol=1e-6)
     with pytest.raises(ValueError, match="`times`"):
         gaussian_euler_maruyama_spectrum(score, np.array([0.1, 0.5]))
+    # On such a mode Euler-Maruyama's bias is about mean(beta h)/4: it halves with the step.
+    factors = [euler_maruyama_reference_factor(sde, n) for n in (100, 200, 400)]
+    assert 1 < factors[2] < factors[1] < factors[0] < 1.05, factors
+    np.testing.assert_allclose((factors[0] - 1) / (factors[1] - 1), 2.0, rtol=0.05)
 
 
 @pytest.mark.slow  # a VirtualBrownianTree solve compiles slowly (about 40 s of CPU)
