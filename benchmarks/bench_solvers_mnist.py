@@ -88,6 +88,8 @@ def main():
     parser.add_argument("--out", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="sampling seeds; with several, the rows give mean +- std")
+    parser.add_argument("--t-eps", type=float, default=1e-3,
+                        help="the final time of every solve (Tweedie denoising from there)")
     parser.add_argument("--select", nargs="+", default=None,
                         help="run only the configurations whose label contains one of these")
     parser.add_argument("--sweep", type=int, nargs="+", default=None, metavar="STEPS",
@@ -123,7 +125,8 @@ def main():
         values = []
         for seed in args.seeds:
             x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(seed),
-                                 num_samples=n, method=method, solver=config, batch_size=64)
+                                 num_samples=n, method=method, solver=config, batch_size=64,
+                                 t_eps=args.t_eps)
             values.append(quality(ckpt.to_pixels(x)))
             print(label, seed, values[-1], flush=True)
         ddof = 1 if len(values) > 1 else 0
@@ -151,6 +154,7 @@ def main():
         f"Command: `python benchmarks/bench_solvers_mnist.py --num-samples {n} "
         f"--checkpoint {args.checkpoint} --seeds {' '.join(map(str, args.seeds))}"
         + (f" --sweep {' '.join(map(str, args.sweep))}" if args.sweep else "")
+        + (f" --t-eps {args.t_eps:g}" if args.t_eps != 1e-3 else "")
         + (f" --select {' '.join(repr(x) for x in args.select)}" if args.select else "")
         + f" --out {args.out}`",
         *(
