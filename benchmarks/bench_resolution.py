@@ -37,6 +37,7 @@ from numpyro_fsdiff._classifier import classifier_features, load_classifier, pre
 from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff._pretrained import PRETRAINED
 from numpyro_fsdiff._sampler_spectrum import euler_maruyama_reference_factor
+from numpyro_fsdiff._spectrum import compare_spectra_and_sampler_law
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -101,14 +102,11 @@ def relative_densities(
     return out
 
 
-def spectrum_table(samples: dict, covariance, factor: float = 1.0):
-    rows = fs.compare_spectra(samples, covariance, BAND)
-    against_sampler = fs.compare_spectra(samples, covariance, BAND, reference_factor=factor)
-    for n, row in rows.items():  # the pixel std (u = (x + 1)/2 in [0, 1]) above |k_i| = 13
+def spectrum_table(samples: dict, covariance, factor: float):
+    rows = compare_spectra_and_sampler_law(samples, covariance, BAND, factor)
+    for row in rows.values():  # the pixel std (u = (x + 1)/2 in [0, 1]) above |k_i| = 13
         row["high_pixel_std"] = 0.5 * row.pop("high_std")
         row["sampler_factor"] = factor
-        row["new_ratio_median_sampler"] = against_sampler[n]["new_ratio_median"]
-        row["new_abs_z_median_sampler"] = against_sampler[n]["new_abs_z_median"]
     return rows
 
 
@@ -167,19 +165,15 @@ def markdown(result) -> str:
         "z: difference over its standard error from the sample size.",
     ]
     first = next(iter(result["spectrum"].values()))
-    with_sampler = "sampler_factor" in first
-    if with_sampler:
-        lines.append(
-            f"The sampler's own law on those modes: Euler-Maruyama gives a mode whose score is "
-            f"exactly -x the variance {first['sampler_factor']:.4f} Q, not Q (the exact "
-            "recursion of the chain); the last two columns compare with that."
-        )
     lines += [
+        f"The sampler's own law on those modes: Euler-Maruyama gives a mode whose score is "
+        f"exactly -x the variance {first['sampler_factor']:.4f} Q, not Q (the exact "
+        "recursion of the chain); the last column compares with that.",
         "",
         "| grid | shared: median ratio | shared: median / max abs z | new: median ratio to Q "
-        "| new: ratio range | new: median abs z | pixel std above K |"
-        + (" new: ratio / z against the sampler's law |" if with_sampler else ""),
-        "|---|---|---|---|---|---|---|" + ("---|" if with_sampler else ""),
+        "| new: ratio range | new: median abs z | pixel std above K "
+        "| new: ratio / z against the sampler's law |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n, row in result["spectrum"].items():
         lines.append(
@@ -187,8 +181,7 @@ def markdown(result) -> str:
             f"{row['shared_abs_z_max']:.2f} | {row['new_ratio_median']:.3g} | "
             f"{row['new_ratio_range'][0]:.3g}-{row['new_ratio_range'][1]:.3g} | "
             f"{row['new_abs_z_median']:.2f} | {row['high_pixel_std']:.4f} |"
-            + (f" {row['new_ratio_median_sampler']:.4f} / {row['new_abs_z_median_sampler']:.2f} |"
-               if with_sampler else "")
+            + f" {row['new_ratio_median_sampler']:.4f} / {row['new_abs_z_median_sampler']:.2f} |"
         )
     q = result["quality"]
     lines += [

@@ -101,6 +101,27 @@ def compare_spectra(
 
     **Raises:** `ValueError` for fewer than two grids or a cutoff the coarsest grid cannot hold.
     """
+    return _compare_spectra(samples, covariance, cutoff, lengths, (reference_factor,))[0]
+
+
+def compare_spectra_and_sampler_law(
+    samples: dict, covariance: AbstractCovariance, cutoff: int, factor: float
+) -> dict:
+    """`compare_spectra` against $Q$, each grid's row also carrying the new shells against
+    `factor` $Q$ (the sampler's own law on them) as `new_ratio_median_sampler` and
+    `new_abs_z_median_sampler`; the spectra are computed once."""
+    against_q, against_sampler = _compare_spectra(
+        samples, covariance, cutoff, reference_factors=(1.0, factor))
+    for n, row in against_q.items():
+        row["new_ratio_median_sampler"] = against_sampler[n]["new_ratio_median"]
+        row["new_abs_z_median_sampler"] = against_sampler[n]["new_abs_z_median"]
+    return against_q
+
+
+def _compare_spectra(
+    samples, covariance, cutoff, lengths=(1.0, 1.0), reference_factors=(1.0,)
+) -> list[dict]:
+    """`compare_spectra` for each of `reference_factors`, from one computation of the spectra."""
     from ._grid import band_limit
 
     if not isinstance(samples, dict) or len(samples) < 2:
@@ -112,34 +133,38 @@ def compare_spectra(
             f"`cutoff` must be an int in [1, {sizes[0] // 2 - 1}] for the {sizes[0]} x "
             f"{sizes[0]} grid; got {cutoff!r}."
         )
-    if not np.isfinite(reference_factor) or reference_factor <= 0:
-        raise ValueError(f"`reference_factor` must be a positive number; got {reference_factor!r}.")
+    for reference_factor in reference_factors:
+        if not np.isfinite(reference_factor) or reference_factor <= 0:
+            raise ValueError(
+                f"`reference_factor` must be a positive number; got {reference_factor!r}."
+            )
     new_from = int(np.ceil(cutoff * np.sqrt(2) + 0.5))
     r0, p0, s0 = radial_power_spectrum(samples[sizes[0]], lengths)
-    out = {}
+    outs = [{} for _ in reference_factors]
     for n in sizes[1:]:
         xs = np.asarray(samples[n])
         r, p, s = radial_power_spectrum(xs, lengths)
         shared = [(i, int(np.where(r0 == ri)[0][0])) for i, ri in enumerate(r) if 1 <= ri <= cutoff]
         z_shared = np.array([(p[i] - p0[j]) / np.hypot(s[i], s0[j]) for i, j in shared])
         ratio_shared = np.array([p[i] / p0[j] for i, j in shared])
-        _, pq = covariance_power_spectrum(covariance, (n, n), lengths)
-        pq = reference_factor * pq
+        _, q_power = covariance_power_spectrum(covariance, (n, n), lengths)
         new = [i for i, ri in enumerate(r) if new_from <= ri < n // 2]
-        ratio_new = np.array([p[i] / pq[i] for i in new]) if new else np.array([np.nan])
-        z_new = np.array([(p[i] - pq[i]) / s[i] for i in new]) if new else np.array([np.nan])
         high = xs - np.asarray(band_limit(jnp.asarray(xs), cutoff))
-        out[str(n)] = dict(
-            shared_ratio_median=float(np.median(ratio_shared)),
-            shared_abs_z_median=float(np.median(np.abs(z_shared))),
-            shared_abs_z_max=float(np.max(np.abs(z_shared))),
-            new_ratio_median=float(np.median(ratio_new)),
-            new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
-            new_abs_z_median=float(np.median(np.abs(z_new))),
-            high_std=float(high.std()),
-            new_from=new_from,
-        )
-    return out
+        for reference_factor, out in zip(reference_factors, outs):
+            pq = reference_factor * q_power
+            ratio_new = np.array([p[i] / pq[i] for i in new]) if new else np.array([np.nan])
+            z_new = np.array([(p[i] - pq[i]) / s[i] for i in new]) if new else np.array([np.nan])
+            out[str(n)] = dict(
+                shared_ratio_median=float(np.median(ratio_shared)),
+                shared_abs_z_median=float(np.median(np.abs(z_shared))),
+                shared_abs_z_max=float(np.max(np.abs(z_shared))),
+                new_ratio_median=float(np.median(ratio_new)),
+                new_ratio_range=[float(np.min(ratio_new)), float(np.max(ratio_new))],
+                new_abs_z_median=float(np.median(np.abs(z_new))),
+                high_std=float(high.std()),
+                new_from=new_from,
+            )
+    return outs
 
 
 def plot_power_spectra(

@@ -93,7 +93,7 @@ def _spectra(ckpt, fields: dict, out: Path, steps: int) -> dict:
 
     from .._io import save_figure
     from .._sampler_spectrum import euler_maruyama_reference_factor
-    from .._spectrum import compare_spectra, plot_power_spectra
+    from .._spectrum import compare_spectra_and_sampler_law, plot_power_spectra
 
     coarsest = min(fields)
     cutoff = min(ckpt.model.cutoff or coarsest, coarsest // 2 - 1)
@@ -104,11 +104,7 @@ def _spectra(ckpt, fields: dict, out: Path, steps: int) -> dict:
     save_figure(fig, out / "spectra.png", dpi=110)
     plt.close(fig)
     factor = euler_maruyama_reference_factor(ckpt.sde, steps)
-    grids = compare_spectra(fields, ckpt.covariance, cutoff)
-    against_sampler = compare_spectra(fields, ckpt.covariance, cutoff, reference_factor=factor)
-    for n, row in grids.items():
-        row["new_ratio_median_sampler"] = against_sampler[n]["new_ratio_median"]
-        row["new_abs_z_median_sampler"] = against_sampler[n]["new_abs_z_median"]
+    grids = compare_spectra_and_sampler_law(fields, ckpt.covariance, cutoff, factor)
     return dict(cutoff=cutoff, coarsest=coarsest, file="spectra.png", sampler_factor=factor,
                 grids=grids)
 
