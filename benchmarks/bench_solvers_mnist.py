@@ -90,6 +90,8 @@ def main():
                         help="sampling seeds; with several, the rows give mean +- std")
     parser.add_argument("--t-eps", type=float, default=1e-3,
                         help="the final time of every solve (Tweedie denoising from there)")
+    parser.add_argument("--eta", type=float, default=1.0,
+                        help="the share of the noise that 'dpm++2m-sde' keeps (1: reverse SDE)")
     parser.add_argument("--select", nargs="+", default=None,
                         help="run only the configurations whose label contains one of these")
     parser.add_argument("--sweep", type=int, nargs="+", default=None, metavar="STEPS",
@@ -119,9 +121,13 @@ def main():
         clock = clock[0] if clock else "time"
         label = f"{method} / {name}, {steps} {time_grid} steps"
         label += ", log-SNR clock" if clock == "log-snr" else ""
+        solver = name
+        if name == "dpm++2m-sde" and args.eta != 1.0:
+            solver = fsd.DPMSolverPPSDE(eta=args.eta)
+            label += f", eta {args.eta:g}"
         if args.select and not any(part in label for part in args.select):
             continue
-        config = fsd.SolverConfig(name, steps=steps, time_grid=time_grid, clock=clock)
+        config = fsd.SolverConfig(solver, steps=steps, time_grid=time_grid, clock=clock)
         values = []
         for seed in args.seeds:
             x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(seed),
@@ -155,6 +161,7 @@ def main():
         f"--checkpoint {args.checkpoint} --seeds {' '.join(map(str, args.seeds))}"
         + (f" --sweep {' '.join(map(str, args.sweep))}" if args.sweep else "")
         + (f" --t-eps {args.t_eps:g}" if args.t_eps != 1e-3 else "")
+        + (f" --eta {args.eta:g}" if args.eta != 1.0 else "")
         + (f" --select {' '.join(repr(x) for x in args.select)}" if args.select else "")
         + f" --out {args.out}`",
         *(

@@ -208,15 +208,35 @@ def DDIM() -> DPMSolverPP:
 class DPMSolverPPSDE(AbstractExponentialSolver):
     r"""SDE-DPM-Solver++(2M) for the reverse SDE with $N(0, Q)$ noise (`"dpm++2m-sde"`):
 
-    $$x_t = \frac{\sigma_t}{\sigma_s}e^{-h}x_s + m_t(1 - e^{-2h})\Big[\hat x_0
-    + \tfrac{1}{2r}(\hat x_0 - \hat x_0^{(1)})\Big] + \sigma_t\sqrt{1 - e^{-2h}}\,\xi,
+    $$x_t = \frac{\sigma_t}{\sigma_s}e^{-\eta h}x_s + m_t(1 - e^{-(1+\eta)h})\Big[\hat x_0
+    + \tfrac{1}{2r}(\hat x_0 - \hat x_0^{(1)})\Big] + \sigma_t\sqrt{1 - e^{-2\eta h}}\,\xi,
     \qquad \xi = Q^{1/2}\Delta W/\sqrt{|\Delta t|} \sim N(0, Q),$$
 
     the correction from the second step on. Takes `MultiTerm(DataPredictionTerm, noise)`.
+
+    $\eta$ picks one member of the family of reverse processes with the forward process's
+    marginals, $\mathrm{d}x = [-\tfrac12\beta x - \tfrac{1+\eta}{2}\beta S]\,\mathrm{d}t
+    + \sqrt{\eta\beta}\,\mathrm{d}W^Q$, integrated exactly in its linear part as above:
+    $\eta = 1$ (the default) is the reverse SDE, $\eta = 0$ the probability-flow ODE (the
+    step is then `"dpm++2m"`'s, with no noise), and values between keep less of the noise
+    (k-diffusion's `eta`).
+
+    **Arguments:**
+
+    - `eta`: the share of the reverse SDE's noise kept, $0 \le \eta \le 1$.
+
+    **Raises:** `ValueError` naming `eta` for a value outside $[0, 1]$.
     """
 
     multistep_order: int = eqx.field(static=True, default=2)
+    eta: float = eqx.field(static=True, default=1.0)
     term_structure: ClassVar = diffrax.MultiTerm[tuple[diffrax.AbstractTerm, diffrax.AbstractTerm]]
+
+    def __check_init__(self):
+        if isinstance(self.eta, bool) or not (
+            isinstance(self.eta, int | float) and 0.0 <= self.eta <= 1.0
+        ):
+            raise ValueError(f"`eta` must be a number in [0, 1]; got {self.eta!r}.")
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         prediction, noise = terms.terms
@@ -225,13 +245,14 @@ class DPMSolverPPSDE(AbstractExponentialSolver):
         x0 = term.vf(s, y0, args)
         m_t, sigma_s, sigma_t, h = self._coefficients(term.sde, s, t)
         r0, _, d1_0, _, use1, _ = self._history(x0, solver_state, h)
-        decay = -jnp.expm1(-2.0 * h)
+        decay = -jnp.expm1(-(1.0 + self.eta) * h)
+        noise_variance = -jnp.expm1(-2.0 * self.eta * h)
         xi = noise.contr(t0, t1) / jnp.sqrt(jnp.abs(t1 - t0))
         y1 = (
-            (sigma_t / sigma_s) * jnp.exp(-h) * y0
+            (sigma_t / sigma_s) * jnp.exp(-self.eta * h) * y0
             + m_t * decay * x0
             + jnp.where(use1, 0.5 * m_t * decay * d1_0, 0.0)
-            + sigma_t * jnp.sqrt(decay) * xi
+            + sigma_t * jnp.sqrt(noise_variance) * xi
         )
         dense_info = dict(y0=y0, y1=y1)
         return (

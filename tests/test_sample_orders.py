@@ -63,9 +63,34 @@ def test_exponential_integrators_refuse_density_solves():
                   solver=fs.DPMSolverPPSDE(), steps=4)
 
 
-def test_dpm_sde_sampler_reaches_the_data_law(key):
+def test_dpm_sde_with_eta_zero_is_the_ode_solver(key):
+    """eta = 0 keeps none of the noise: the step is DPM-Solver++(2M)'s for the
+    probability-flow ODE, so both give the same map from the same x_T."""
+    sde, score = _problem()
+    x_T = sde.covariance.sample(key, GRID)
+    ode, _ = fs.sample_one(score, sde, GRID, key=key, method="ode", x_T=x_T,
+                           solver=fs.SolverConfig("dpm++2m", steps=12, time_grid="log-snr"))
+    sde_eta0, _ = fs.sample_one(score, sde, GRID, key=key, method="sde", x_T=x_T,
+                                solver=fs.SolverConfig(fs.DPMSolverPPSDE(eta=0.0), steps=12,
+                                                       time_grid="log-snr"))
+    noisy, _ = fs.sample_one(score, sde, GRID, key=key, method="sde", x_T=x_T,
+                             solver=fs.SolverConfig(fs.DPMSolverPPSDE(eta=0.5), steps=12,
+                                                    time_grid="log-snr"))
+    np.testing.assert_allclose(sde_eta0, ode, rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(noisy - ode))) > 1e-2  # eta > 0 does add noise
+
+
+@pytest.mark.parametrize("eta", [1.1, -0.5, float("nan")])
+def test_dpm_sde_eta_is_validated(eta):
+    with pytest.raises(ValueError, match=r"`eta` must be a number in \[0, 1\]"):
+        fs.DPMSolverPPSDE(eta=eta)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_dpm_sde_sampler_reaches_the_data_law(key, eta):
     """SDE-DPM-Solver++(2M) with 4x the steps: the whitened spectral error of 1000 draws falls
-    to within a few sampling errors (1/sqrt(4 n)) of exact draws."""
+    to within a few sampling errors (1/sqrt(4 n)) of exact draws, for the reverse SDE
+    (eta = 1) and for a process keeping half its noise (same marginals)."""
     sde, score = _problem()
     num = 1000
     m, _ = sde.marginal_coefficients(1e-3)
@@ -74,7 +99,8 @@ def test_dpm_sde_sampler_reaches_the_data_law(key):
     errors = []
     for n in (5, 40):
         x, _ = fs.sample(score, sde, GRID, key=key, num_samples=num,
-                         solver=fs.SolverConfig("dpm++2m-sde", steps=n, time_grid="log-snr"))
+                         solver=fs.SolverConfig(fs.DPMSolverPPSDE(eta=eta), steps=n,
+                                                time_grid="log-snr"))
         c_hat = fs.metrics.empirical_spectrum(x, GRID)
         errors.append(float(jnp.sqrt(jnp.mean((jnp.sqrt(c_hat / target) - 1) ** 2))))
     floor = 1 / np.sqrt(4 * num)
