@@ -7,12 +7,17 @@ reference fields (the field's scale; data lie in [-1, 1]). Target (issue 17): <=
 score evaluations.
 
     python benchmarks/bench_flow_map.py --out benchmarks/results/flow_map.md
+
+`--convergence STEPS...` instead runs the exponential integrators on the uniform and log-SNR
+grids at each step count (one evaluation per step), with the fitted order between successive
+counts: how many evaluations the 1% takes.
 """
 
 import argparse
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import numpyro_fsdiff as fsd
 from numpyro_fsdiff._io import write_text
@@ -35,12 +40,28 @@ CONFIGS = [  # (solver, steps, time grid, clock)
 ]
 
 
+def convergence_table(rows, steps_list):
+    """Error against steps per solver and grid, and the fitted order between neighbours."""
+    lines = [
+        "| solver | time grid | " + " | ".join(f"{n} steps" for n in steps_list)
+        + " | orders between neighbours |",
+        "|---|---|" + "---:|" * len(steps_list) + "---|",
+    ]
+    for name, time_grid in dict.fromkeys((r[0], r[2]) for r in rows):
+        errors = [r[5] for r in rows if (r[0], r[2]) == (name, time_grid)]
+        orders = -np.diff(np.log(errors)) / np.diff(np.log(steps_list))
+        lines.append(f"| {name} | {time_grid} | " + " | ".join(f"{e:.2%}" for e in errors)
+                     + " | " + ", ".join(f"{o:.2f}" for o in orders) + " |")
+    return lines + [""]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=28)
     parser.add_argument("--num-latents", type=int, default=8)
     parser.add_argument("--checkpoint", default="mnist", help="a pretrained name or a folder")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--convergence", type=int, nargs="+", default=None, metavar="STEPS")
     args = parser.parse_args()
     ckpt = load_checkpoint_or_pretrained(args.checkpoint)
     grid = ckpt.grid((args.resolution, args.resolution))
@@ -53,8 +74,12 @@ def main():
 
     ref = flow(fsd.SolverConfig("tsit5", rtol=1e-6, atol=1e-6))(z)
     scale = float(jnp.sqrt(jnp.mean(ref**2)))
+    configs = CONFIGS
+    if args.convergence:
+        configs = [(name, steps, time_grid, "time") for name in ("ddim", "dpm++2m", "dpm++3m")
+                   for time_grid in ("uniform", "log-snr") for steps in args.convergence]
     rows = []
-    for name, steps, time_grid, clock in CONFIGS:
+    for name, steps, time_grid, clock in configs:
         x = flow(fsd.SolverConfig(name, steps=steps, time_grid=time_grid, clock=clock))(z)
         evaluations = steps * (2 if name in ("heun", "midpoint") else 1)
         error = float(jnp.sqrt(jnp.mean((x - ref) ** 2))) / scale
@@ -77,9 +102,12 @@ def main():
           for n, s, g, c, e, err, lo, hi in rows],
         "",
         f"Command: `python benchmarks/bench_flow_map.py --checkpoint {args.checkpoint} "
-        f"--out {args.out}`",
+        + (f"--convergence {' '.join(map(str, args.convergence))} " if args.convergence else "")
+        + f"--out {args.out}`",
         "",
     ]
+    if args.convergence:
+        lines += convergence_table(rows, args.convergence)
     text = "\n".join(lines)
     print(text)
     if args.out:
