@@ -117,8 +117,9 @@ def quality(samples: dict, ckpt, dataset, test_pixels, train_pixels):
     (real images refined spectrally and averaged back score far above the floor), so each
     finer grid also gets two controls that separate the model from the operator: the 28 x 28
     samples refined spectrally to that grid and averaged back through the same operator
-    (`area_control`), and the zero-shot samples restricted spectrally to 28 x 28 (their point
-    values there, `spectral`).
+    (`frechet_area_control`), and the zero-shot samples restricted spectrally to 28 x 28
+    (their point values there, `frechet_spectral`); `floor_area` is the training images
+    through the same operator.
     """
     clf = load_classifier(dataset)
     num = min(len(v) for v in samples.values())
