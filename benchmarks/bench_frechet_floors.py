@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
+from bench_resolution import subset_orders
 
 from numpyro_fsdiff._classifier import classifier_features, load_classifier
 from numpyro_fsdiff._io import write_text
@@ -41,13 +41,13 @@ PAIRS = [
 def subsets(dataset, data_root, num, seed):
     test = load(dataset, "test", data_root).images
     train = load(dataset, "train", data_root).images
-    rng = np.random.default_rng(seed)
+    orders = subset_orders(seed, len(test), len(train))  # bench_resolution's random subsets
     out = {}
-    for split, images in (("test", test), ("train", train)):
+    for split, images, order in (("test", test, orders[0]), ("train", train, orders[1])):
         for first in (0, 1000, 5000, 9000, 59000):
             if first + num <= len(images):
                 out[f"{split} {first}-{first + num - 1}"] = images[first : first + num]
-        out[f"{split} random"] = images[rng.permutation(len(images))[:num]]
+        out[f"{split} random"] = images[order[:num]]
     return out
 
 

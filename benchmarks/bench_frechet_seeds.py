@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
-from bench_resolution import draw, load_model, quality
+from bench_resolution import FrechetReference, draw, load_model
 
 from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff.data import load
@@ -75,13 +76,13 @@ def main(argv=None) -> int:
     dataset = datasets.pop()
     test = load(dataset, "test", args.data_root).images
     train = load(dataset, "train", args.data_root).images
-    frechet, floor = {}, None
+    reference = FrechetReference(dataset, test, train, args.num, args.subset_seed)
+    frechet = {}
     for name, (ckpt, _) in zip(args.checkpoints, models):
         frechet[name] = {}
         for seed in args.seeds:
             x = draw(ckpt, 28, args.num, args.steps, seed, args.batch_size)
-            q = quality({28: x}, ckpt, dataset, test, train, args.subset_seed)
-            frechet[name][str(seed)], floor = q["28"]["frechet"], q["floor"]
+            frechet[name][str(seed)] = reference(ckpt.to_pixels(jnp.asarray(x)))
             print(name, seed, f"{frechet[name][str(seed)]:.2f}", flush=True)
     result = dict(
         command="python benchmarks/bench_frechet_seeds.py "
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         num=args.num,
         steps=args.steps,
         subset_seed=args.subset_seed,
-        floor=floor,
+        floor=reference.summary["floor"],
         frechet=frechet,
         wall_time_s=time.perf_counter() - start,
     )

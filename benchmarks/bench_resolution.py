@@ -116,16 +116,15 @@ FLOOR_DRAWS = 5
 floor."""
 
 
-def quality(samples: dict, ckpt, dataset, test_pixels, train_pixels, subset_seed=0):
-    """Frechet distances at 28 x 28; the finer grids brought to 28 two ways.
+def subset_orders(subset_seed: int, num_test: int, num_train: int):
+    """The seeded random orders of the test and the training images (one generator, test
+    first), whose leading `num` entries are the benchmarks' random subsets."""
+    rng = np.random.default_rng(subset_seed)
+    return rng.permutation(num_test), rng.permutation(num_train)
 
-    Area averaging (the issue's measure) is a box filter: it blurs even an exact function
-    (real images refined spectrally and averaged back score far above the floor), so each
-    finer grid also gets two controls that separate the model from the operator: the 28 x 28
-    samples refined spectrally to that grid and averaged back through the same operator
-    (`frechet_area_control`), and the zero-shot samples restricted spectrally to 28 x 28
-    (their point values there, `frechet_spectral`); `floor_area` is the training images
-    through the same operator.
+
+class FrechetReference:
+    """The classifier, the reference features and the floors of the Frechet table, built once.
 
     The reference and the floor are seeded random subsets (`subset_seed`) of the test and
     training splits: the splits are ordered (MNIST's first 5,000 test images come from
@@ -133,58 +132,81 @@ def quality(samples: dict, ckpt, dataset, test_pixels, train_pixels, subset_seed
     their first images are not a sample of the law the model learned. `floor` is the mean
     over `FLOOR_DRAWS` disjoint random training subsets against the reference
     (`floor_draws`); `floor_test` is a second random test subset against it (the floor
-    without the train/test shift); `frechet_first_test` and `floor_first_test` repeat the
-    28 x 28 figure and its floor against the first `num` test images, the protocol used
-    before 2026-12-06.
+    without the train/test shift); `floor_first_test` is the first `num` training images
+    against the first `num` test images, the protocol used before 2026-12-06.
     """
-    clf = load_classifier(dataset)
-    num = min(len(v) for v in samples.values())
-    rng = np.random.default_rng(subset_seed)
-    test_order = rng.permutation(len(test_pixels))
-    train_order = rng.permutation(len(train_pixels))
-    if len(test_order) < 2 * num:
-        raise ValueError(f"`--num` must be <= {len(test_order) // 2}; got {num}.")
-    ref = classifier_features(clf, jnp.asarray(test_pixels[test_order[:num]]))
-    first_ref = classifier_features(clf, jnp.asarray(test_pixels[:num]))
 
-    def frechet(pixels, reference=ref):
-        return frechet_distance(classifier_features(clf, jnp.asarray(pixels)), reference)
+    def __init__(self, dataset, test_pixels, train_pixels, num: int, subset_seed: int = 0):
+        if len(test_pixels) < 2 * num:
+            raise ValueError(f"`--num` must be <= {len(test_pixels) // 2}; got {num}.")
+        self.classifier = load_classifier(dataset)
+        test_order, train_order = subset_orders(subset_seed, len(test_pixels), len(train_pixels))
+        self.features = self.embed(test_pixels[test_order[:num]])
+        self.first_features = self.embed(test_pixels[:num])
+        self.train = np.asarray(train_pixels[train_order[:num]])
+        # The floor is itself a noisy estimate at n = num: averaged over disjoint subsets.
+        floors = [
+            self(train_pixels[train_order[i * num : (i + 1) * num]]) for i in range(FLOOR_DRAWS)
+        ]
+        self.summary = {
+            "floor": float(np.mean(floors)),
+            "floor_draws": floors,
+            "floor_test": self(test_pixels[test_order[num : 2 * num]]),
+            "floor_first_test": self(train_pixels[:num], first=True),
+            "num": num,
+            "subset_seed": subset_seed,
+        }
+
+    def embed(self, pixels):
+        return classifier_features(self.classifier, jnp.asarray(pixels))
+
+    def __call__(self, pixels, *, first: bool = False) -> float:
+        """The Frechet distance of `pixels` to the random reference (`first`: to the first
+        test images)."""
+        return frechet_distance(
+            self.embed(pixels), self.first_features if first else self.features
+        )
+
+
+def quality(samples: dict, ckpt, reference: FrechetReference):
+    """Frechet distances at 28 x 28 against `reference`; the finer grids brought to 28 two
+    ways.
+
+    Area averaging (the issue's measure) is a box filter: it blurs even an exact function
+    (real images refined spectrally and averaged back score far above the floor), so each
+    finer grid also gets two controls that separate the model from the operator: the 28 x 28
+    samples refined spectrally to that grid and averaged back through the same operator
+    (`frechet_area_control`), and the zero-shot samples restricted spectrally to 28 x 28
+    (their point values there, `frechet_spectral`); `floor_area` is the training images
+    through the same operator. `frechet_first_test` repeats the 28 x 28 figure against the
+    first test images (see `FrechetReference`).
+    """
+    frechet, num = reference, reference.summary["num"]
+    floor = reference.summary["floor"]
 
     def area_through(xs, n):
         """Fields refined spectrally to n x n, then area-averaged back to 28 x 28."""
         fine = fs.resample(jnp.asarray(xs), (n, n))
         return np.asarray(fs.resample(fine, (28, 28), resampling="area"))
 
-    train = np.asarray(train_pixels[train_order[:num]])
-    # The floor is itself a noisy estimate at n = num: averaged over disjoint training subsets.
-    floors = [
-        frechet(train_pixels[train_order[i * num : (i + 1) * num]]) for i in range(FLOOR_DRAWS)
-    ]
-    floor = float(np.mean(floors))
-    out = {
-        "floor": floor,
-        "floor_draws": floors,
-        "floor_test": frechet(test_pixels[test_order[num : 2 * num]]),
-        "floor_first_test": frechet(train_pixels[:num], first_ref),
-        "num": num,
-        "subset_seed": subset_seed,
-    }
+    out = dict(reference.summary)
     for n, xs in samples.items():
         x28 = (
             xs if n == 28 else np.asarray(fs.resample(jnp.asarray(xs), (28, 28), resampling="area"))
         )
         pixels = ckpt.to_pixels(jnp.asarray(x28[:num]))
         fd = frechet(pixels)
-        counts = np.bincount(np.asarray(predict(clf, pixels)), minlength=10) / num
+        counts = np.bincount(np.asarray(predict(reference.classifier, pixels)), minlength=10)
+        counts = counts / num
         entropy = float(-np.sum(counts[counts > 0] * np.log(counts[counts > 0])))
         out[str(n)] = dict(frechet=fd, ratio_to_floor=fd / floor, class_entropy=entropy)
         if n == 28:
-            out["28"]["frechet_first_test"] = frechet(pixels, first_ref)
-        if n != 28:
+            out["28"]["frechet_first_test"] = frechet(pixels, first=True)
+        else:
             spectral = frechet(ckpt.to_pixels(fs.resample(jnp.asarray(xs[:num]), (28, 28))))
             out[str(n)].update(
                 frechet_spectral=spectral,
-                floor_area=frechet(area_through(train, n)),
+                floor_area=frechet(area_through(reference.train, n)),
             )
             if 28 in samples:
                 control = ckpt.to_pixels(jnp.asarray(area_through(samples[28][:num], n)))
@@ -256,19 +278,10 @@ def markdown(result) -> str:
         "## Sample quality on the classifier features (56 and 112 area-averaged to 28)",
         "",
         f"n = {q['num']}; the reference is a random subset of the test images (seed "
-        f"{q.get('subset_seed', '-')}); data-against-data floor (random subsets of the "
-        f"training images against it, the mean of {len(q.get('floor_draws', [0]))}"
-        + (
-            f": {', '.join(f'{f:.2f}' for f in q['floor_draws'])}"
-            if "floor_draws" in q
-            else ""
-        )
-        + f"): {q['floor']:.2f}"
-        + (
-            f"; a second random test subset against it: {q['floor_test']:.2f}."
-            if "floor_test" in q
-            else "."
-        ),
+        f"{q['subset_seed']}); data-against-data floor (random subsets of the training images "
+        f"against it, the mean of {len(q['floor_draws'])}: "
+        f"{', '.join(f'{f:.2f}' for f in q['floor_draws'])}): {q['floor']:.2f}; a second "
+        f"random test subset against it: {q['floor_test']:.2f}.",
         "",
         "| grid | Frechet | / floor | / Frechet at 28 | class entropy |",
         "|---|---|---|---|---|",
@@ -280,7 +293,7 @@ def markdown(result) -> str:
                 f"| {n} | {r['frechet']:.2f} | {r['ratio_to_floor']:.2f} | "
                 f"{r.get('ratio_to_28', 1.0):.3f} | {r['class_entropy']:.3f} |"
             )
-    if "frechet_first_test" in q.get("28", {}):
+    if "28" in q:
         first, first_floor = q["28"]["frechet_first_test"], q["floor_first_test"]
         lines += [
             "",
@@ -363,7 +376,8 @@ def main(argv=None) -> int:
     spectrum = spectrum_table(
         samples, ckpt.covariance, euler_maruyama_reference_factor(ckpt.sde, args.steps)
     )
-    qual = quality(samples, ckpt, dataset, test, train, args.subset_seed)
+    reference = FrechetReference(dataset, test, train, args.num, args.subset_seed)
+    qual = quality(samples, ckpt, reference)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name(out.name + "_spectrum.png")
