@@ -125,7 +125,7 @@ def main():
     if args.tune_grid:
         z_fit = latents(1)
         rows = tuned_grid_rows(flow, ckpt.sde, z_fit, flow(tsit5)(z_fit), z, ref)
-        return write_tuned(args, rows, ref, scale)
+        return write_tuned(args, rows, scale)
     configs = CONFIGS
     if args.convergence:
         configs = [(name, steps, time_grid, "time") for name in ("ddim", "dpm++2m", "dpm++3m")
@@ -160,13 +160,18 @@ def main():
     ]
     if args.convergence:
         lines += convergence_table(rows, args.convergence)
+    report(lines, args.out)
+
+
+def report(lines, out):
+    """Print the table and write it to `out` (atomically) when given."""
     text = "\n".join(lines)
     print(text)
-    if args.out:
-        write_text(args.out, text)
+    if out:
+        write_text(out, text)
 
 
-def write_tuned(args, rows, ref, scale):
+def write_tuned(args, rows, scale):
     lines = [
         "# The prior's flow map at 8 evaluations on a time grid fitted to the model",
         "",
@@ -187,10 +192,7 @@ def write_tuned(args, rows, ref, scale):
         f"--tune-grid --out {args.out}`",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":
