@@ -163,9 +163,11 @@ class FrechetReference:
     def __call__(self, pixels, *, first: bool = False) -> float:
         """The Frechet distance of `pixels` to the random reference (`first`: to the first
         test images)."""
-        return frechet_distance(
-            self.embed(pixels), self.first_features if first else self.features
-        )
+        return self.of_features(self.embed(pixels), first=first)
+
+    def of_features(self, features, *, first: bool = False) -> float:
+        """`__call__` for pixels already embedded by `embed`."""
+        return frechet_distance(features, self.first_features if first else self.features)
 
 
 def quality(samples: dict, ckpt, reference: FrechetReference):
@@ -195,13 +197,14 @@ def quality(samples: dict, ckpt, reference: FrechetReference):
             xs if n == 28 else np.asarray(fs.resample(jnp.asarray(xs), (28, 28), resampling="area"))
         )
         pixels = ckpt.to_pixels(jnp.asarray(x28[:num]))
-        fd = frechet(pixels)
+        features = reference.embed(pixels)
+        fd = reference.of_features(features)
         counts = np.bincount(np.asarray(predict(reference.classifier, pixels)), minlength=10)
         counts = counts / num
         entropy = float(-np.sum(counts[counts > 0] * np.log(counts[counts > 0])))
         out[str(n)] = dict(frechet=fd, ratio_to_floor=fd / floor, class_entropy=entropy)
         if n == 28:
-            out["28"]["frechet_first_test"] = frechet(pixels, first=True)
+            out["28"]["frechet_first_test"] = reference.of_features(features, first=True)
         else:
             spectral = frechet(ckpt.to_pixels(fs.resample(jnp.asarray(xs[:num]), (28, 28))))
             out[str(n)].update(
