@@ -101,6 +101,7 @@ def run(args):
         move_steps=args.move_steps,
     )
     ranks, ess, ancestors, times, coverages, std_ratios = [], [], [], [], [], []
+    ess_per_step = []
     for r in range(args.replications):
         key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), r))
         y = operator(truths[r], grid) + sigma * jax.random.normal(
@@ -110,6 +111,7 @@ def run(args):
         out = sampler.run_likelihood(likelihood, grid, key=key_smc)
         ranks.append(np.asarray(weighted_ranks(out.particles, out.weights, truths[r])))
         ess.append(float(out.ess[-1]))
+        ess_per_step.append(np.asarray(out.ess))
         ancestors.append(int(out.num_distinct_ancestors))
         times.append(out.wall_time_s)
         coverages.append(float(coverage(out.particles, truths[r], 0.9, weights=out.weights)))
@@ -141,6 +143,9 @@ def run(args):
         "p_values": p_values,
         "bin_counts": [c.tolist() for c in counts],
         "final_ess_median": float(np.median(ess)),
+        # after the initial weighting and each step, at the times below (before resampling)
+        "ess_per_step_median": np.median(ess_per_step, axis=0).tolist(),
+        "times": np.asarray(out.times).tolist(),
         "distinct_ancestors_median": float(np.median(ancestors)),
         "coverage_90_mean": float(np.mean(coverages)),
         "coverage_90_se": float(np.std(coverages, ddof=1) / np.sqrt(len(coverages))),
