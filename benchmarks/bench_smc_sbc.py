@@ -155,6 +155,19 @@ def run(args):
     }
 
 
+def run_and_write(run, args, omitted):
+    """`run(args)`, timed, written to `args.out` (through a temporary file) and printed
+    without its bulky `omitted` entry."""
+    start = time.perf_counter()
+    result = run(args)
+    result["total_s"] = time.perf_counter() - start
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    print(json.dumps({k: v for k, v in result.items() if k != omitted}, indent=1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,15 +190,7 @@ def main(argv=None):
     parser.add_argument("--gaussian-variance", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "smc_sbc.json"))
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    result = run(args)
-    result["total_s"] = time.perf_counter() - start
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
-    print(json.dumps({k: v for k, v in result.items() if k != "ranks"}, indent=1))
+    run_and_write(run, parser.parse_args(argv), omitted="ranks")
 
 
 if __name__ == "__main__":

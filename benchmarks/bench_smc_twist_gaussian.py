@@ -15,20 +15,14 @@ standard deviation to the exact one, and the smallest and final ESS.
 """
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
+from bench_smc_sbc import gaussian_prior, run_and_write
 
 
 def run(args):
-    from bench_smc_sbc import gaussian_prior
-
     import numpyro_fsdiff as fsd
     from numpyro_fsdiff.inverse import SMC, GaussianBlur, GaussianLikelihood, gaussian_posterior
     from numpyro_fsdiff.metrics import coverage
@@ -128,15 +122,7 @@ def main(argv=None):
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    result = run(args)
-    result["total_s"] = time.perf_counter() - start
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
-    print(json.dumps({k: v for k, v in result.items() if k != "replications"}, indent=1))
+    run_and_write(run, parser.parse_args(argv), omitted="replications")
 
 
 if __name__ == "__main__":
