@@ -141,30 +141,34 @@ class AbstractExponentialSolver(diffrax.AbstractSolver):
         h = sde.log_snr(t) - sde.log_snr(s)
         return m_t, sigma_s, sigma_t, h
 
-    def _exponential_step(self, terms, t0, t1, y0, args, solver_state, eta, noise):
+    def _exponential_step(self, terms, t0, t1, y0, args, state, eta, noise):
         r"""One step of the module's update: $\frac{\sigma_t}{\sigma_s}e^{-\eta h}x_s + m_t(c_1
         \hat x_0 + c_2 D_1 + 2c_3 D_2) + \sigma_t\sqrt{1 - e^{-2\eta h}}\,\xi$, with the
-        divided differences the history allows (none, $D_1$ from the 2nd step, $D_2$ from the
-        3rd) and $\xi$ the noise term's draw (`None` for the ODE)."""
+        divided differences the order and the history allow (none, $D_1$ from the 2nd step,
+        $D_2$ from the 3rd) and $\xi$ the noise term's draw (`None` for the ODE)."""
         term, direction = _unwrap(terms)
         s, t = t0 * direction, t1 * direction
         x0 = term.vf(s, y0, args)
         m_t, sigma_s, sigma_t, h = self._coefficients(term.sde, s, t)
         H = (1.0 + eta) * h
         c1 = -jnp.expm1(-H)
-        c2 = 1.0 - c1 / H
-        c3 = 0.5 - c2 / H
-        state = solver_state
-        use1 = (self.multistep_order >= 2) & (state.count >= 1)
-        use2 = (self.multistep_order >= 3) & (state.count >= 2)
-        r0 = jnp.where(use1, state.h1 / h, 1.0)
-        r1 = jnp.where(use2, state.h2 / h, 1.0)
-        d1_0 = (x0 - state.prev1) / r0  # h x0' at lambda_s, to first order
-        d1_1 = (state.prev1 - state.prev2) / r1  # the same one step earlier
-        d2 = (d1_0 - d1_1) / (r0 + r1)  # h^2 x0'' / 2
-        d1 = d1_0 + r0 * d2  # h x0' at lambda_s, to second order
-        # Lu et al.'s 2M step (midpoint form, 0.5 c1 instead of c2) is kept for order 2.
-        correction = jnp.where(use2, c2 * d1 + 2.0 * c3 * d2, jnp.where(use1, 0.5 * c1 * d1_0, 0.0))
+        correction = 0.0
+        # The order is static: the sampler loop computes only the differences it uses.
+        if self.multistep_order >= 2:
+            use1 = state.count >= 1
+            r0 = jnp.where(use1, state.h1 / h, 1.0)
+            d1_0 = (x0 - state.prev1) / r0  # h x0' at lambda_s, to first order
+            # Lu et al.'s 2M step (midpoint form, 0.5 c1 instead of c2) is kept for order 2.
+            correction = jnp.where(use1, 0.5 * c1 * d1_0, correction)
+        if self.multistep_order >= 3:
+            use2 = state.count >= 2
+            r1 = jnp.where(use2, state.h2 / h, 1.0)
+            d1_1 = (state.prev1 - state.prev2) / r1  # the same one step earlier
+            d2 = (d1_0 - d1_1) / (r0 + r1)  # h^2 x0'' / 2
+            d1 = d1_0 + r0 * d2  # h x0' at lambda_s, to second order
+            c2 = 1.0 - c1 / H
+            c3 = 0.5 - c2 / H
+            correction = jnp.where(use2, c2 * d1 + 2.0 * c3 * d2, correction)
         y1 = (sigma_t / sigma_s) * jnp.exp(-eta * h) * y0 + m_t * (c1 * x0 + correction)
         if noise is not None:
             xi = noise.contr(t0, t1) / jnp.sqrt(jnp.abs(t1 - t0))
@@ -172,11 +176,6 @@ class AbstractExponentialSolver(diffrax.AbstractSolver):
         dense_info = dict(y0=y0, y1=y1)
         next_state = _ExponentialState(x0, state.prev1, h, state.h1, state.count + 1)
         return y1, None, dense_info, next_state, diffrax.RESULTS.successful
-
-
-def _check_order(order, allowed):
-    if isinstance(order, bool) or order not in allowed:
-        raise ValueError(f"`multistep_order` must be one of {allowed}; got {order!r}.")
 
 
 class DPMSolverPP(AbstractExponentialSolver):
@@ -204,7 +203,9 @@ class DPMSolverPP(AbstractExponentialSolver):
     term_structure: ClassVar = diffrax.AbstractTerm
 
     def __check_init__(self):
-        _check_order(self.multistep_order, (1, 2, 3))
+        order = self.multistep_order
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(f"`multistep_order` must be one of (1, 2, 3); got {order!r}.")
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         return self._exponential_step(terms, t0, t1, y0, args, solver_state, 0.0, None)

@@ -205,9 +205,9 @@ class SolverConfig(eqx.Module):
     **Arguments:**
 
     - `solver`: a name (SDE: `'euler'`, `'heun'`, `'euler_heun'`, `'sra1'`, `'shark'`,
-      `'sea'`, `'dpm++2m-sde'`; ODE: `'euler'`, `'heun'`, `'midpoint'`,
-      `'tsit5'`, `'dopri5'`, `'ddim'`, `'dpm++2m'`, `'dpm++3m'`), a Diffrax solver instance, or
-      `None` (the default of the solve).
+      `'sea'`, `'dpm++2m-sde'`; ODE: `'euler'`, `'heun'`, `'midpoint'`, `'tsit5'`,
+      `'dopri5'`, `'ddim'`, `'dpm++2m'`, `'dpm++3m'`), a Diffrax solver instance, or `None`
+      (the default of the solve).
     - `steps`: the number of fixed steps, >= 1 (with `rtol`/`atol`: sets the first step).
     - `time_grid`: where fixed steps fall: `"uniform"` (default), `"log-snr"` or `"edm"`
       (see [`time_grid`][numpyro_fsdiff.time_grid]); non-uniform grids run through

@@ -24,20 +24,20 @@ def _slope(steps, errors):
     return float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
 
 
-def _map_errors(solver, steps, key):
-    """RMS error of the probability-flow map T -> t_eps on the log-SNR grid, per step count,
-    against the closed-form-accurate Tsit5 solve."""
+def _map_errors(key, configs):
+    """RMS error of the probability-flow map T -> t_eps on the log-SNR grid for each
+    `(solver, steps)` of `configs`, against one closed-form-accurate Tsit5 solve."""
     sde, score = _problem()
     x_T = sde.covariance.sample(key, GRID)
     ref, _ = fs.sample_one(score, sde, GRID, key=key, method="ode", x_T=x_T, denoise=False,
                            solver=fs.SolverConfig("tsit5", rtol=1e-11, atol=1e-11))
     errors = []
-    for n in steps:
+    for solver, n in configs:
         x, info = fs.sample_one(score, sde, GRID, key=key, method="ode", x_T=x_T, denoise=False,
                                 solver=fs.SolverConfig(solver, steps=n, time_grid="log-snr"))
         assert int(info.num_score_evaluations) == n  # one score evaluation per step
         errors.append(float(jnp.sqrt(jnp.mean((x - ref) ** 2))))
-    assert errors[-1] > 1e-12  # resolved, not round-off
+    assert min(errors) > 1e-12  # resolved, not round-off
     return errors
 
 
@@ -45,7 +45,7 @@ def _map_errors(solver, steps, key):
 def test_exponential_integrators_converge_at_their_order(x64, key, solver, order):
     """The slope over 32..256 log-SNR steps is within 0.35 of -order."""
     steps = [32, 64, 128, 256]
-    errors = _map_errors(solver, steps, key)
+    errors = _map_errors(key, [(solver, n) for n in steps])
     assert abs(_slope(steps, errors) + order) < 0.35, (errors, _slope(steps, errors))
 
 
@@ -55,9 +55,9 @@ def test_dpm_solver_3m_is_third_order(x64, key):
     the error is below a twentieth of 2M's. With half the D2 term (Lu et al.'s reference code)
     the slope is 2.5 and the ratio 1/3 (module notes of _exponential)."""
     steps = [8, 16, 32, 64]
-    errors = _map_errors("dpm++3m", steps, key)
+    *errors, error_2m = _map_errors(key, [("dpm++3m", n) for n in steps] + [("dpm++2m", 64)])
     assert _slope(steps[:3], errors[:3]) < -2.8, errors
-    assert errors[-1] < _map_errors("dpm++2m", [64], key)[0] / 20, errors
+    assert errors[-1] < error_2m / 20, errors
 
 
 @pytest.mark.parametrize("order", [0, 4, True])
