@@ -61,6 +61,7 @@ def smc_row(args, dataset, resolution, task, image):
         time_grid=args.time_grid,
         twist_variance=args.twist_variance,
         move_steps=args.move_steps,
+        num_islands=args.islands,
     )
     out = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=key_post)
     return {
@@ -71,7 +72,8 @@ def smc_row(args, dataset, resolution, task, image):
         "sampler": "SMC",
         "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps"
         + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}")
-        + (f", {args.move_steps} MALA moves per step" if args.move_steps else ""),
+        + (f", {args.move_steps} MALA moves per step" if args.move_steps else "")
+        + (f", {args.islands} islands" if args.islands > 1 else ""),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -179,6 +181,7 @@ def main(argv=None):
     parser.add_argument("--time-grid", default="log-snr", help="SMC's time grid")
     parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
     parser.add_argument("--move-steps", type=int, default=0, help="SMC's MALA moves per step")
+    parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--nuts-warmup", type=int, default=40)

@@ -11,7 +11,8 @@ replications; the chi-square test of `--bins` equal bins gives the p-values.
     python benchmarks/bench_smc_sbc.py --replications 100 --size 16 --particles 32 --steps 25
 
 `--time-grid` sets the grid of both the truths' chain and SMC (the target is the
-Euler-Maruyama law on that grid); `--move-steps` gives SMC that many MALA moves per step.
+Euler-Maruyama law on that grid); `--move-steps` gives SMC that many MALA moves per step;
+`--islands` splits the particles into that many independent islands, pooled equally.
 Each replication also records the 90% coverage of the truth (the fraction of its pixels
 inside the weighted 5-95% interval, as the imaging benchmark reports it): on draws from the
 model a calibrated sampler averages about 0.9, so the figure separates the sampler's
@@ -108,6 +109,7 @@ def run(args):
         batch_size=args.particles,
         time_grid=args.time_grid,
         move_steps=args.move_steps,
+        num_islands=args.islands,
     )
     if args.prior == "gaussian":
         # the closed-form posterior of the continuous-time law at t_eps; SMC targets the
@@ -187,6 +189,7 @@ def main(argv=None):
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--time-grid", choices=("uniform", "log-snr", "edm"), default="log-snr")
     parser.add_argument("--move-steps", type=int, default=0)
+    parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
     parser.add_argument(
         "--prior",
         choices=("mnist", "gaussian"),

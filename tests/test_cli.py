@@ -208,10 +208,11 @@ def test_bad_flags_name_the_flag(argv, named, capsys):
     assert named in last and "`name`" not in last and "`shape`" not in last, last
 
 
-def test_moves_for_a_sampler_without_moves_is_refused(capsys):
-    assert main(["invert", "--task", "deblur", "--sampler", "dps", "--moves", "2"]) == 2
+@pytest.mark.parametrize("flag", ["--moves", "--islands"])
+def test_smc_flags_for_another_sampler_are_refused(flag, capsys):
+    assert main(["invert", "--task", "deblur", "--sampler", "dps", flag, "2"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--moves" in last and "--sampler smc" in last, last
+    assert flag in last and "--sampler smc" in last, last
 
 
 def test_invert_never_falls_back_from_a_data_root_without_data(tmp_path, capsys):
@@ -255,6 +256,9 @@ def test_demo_runs_end_to_end_small(tmp_path):
         saved = json.loads((tmp_path / f"{stem}.json").read_text())
         assert saved["task"] == task and "log_evidence" in saved["diagnostics"]
         assert 0 <= saved["diagnostics"]["move_acceptance"] <= 1  # SMALL moves once
+        assert saved["diagnostics"]["num_islands"] == SMALL.smc_islands == 2
+        assert len(saved["diagnostics"]["island_log_evidence"]) == 2
+        assert saved["diagnostics"]["num_distinct_ancestors"] >= 2
     record = json.loads((tmp_path / "report.json").read_text())
     assert record["wall_s"] > 0 and len(record["solvers"]) > 0
     finer = str(max(SMALL.sample_resolutions))

@@ -369,8 +369,8 @@ def test_invert_command_end_to_end(tmp_path):
 
 
 def test_invert_defaults_to_smc_with_its_own_sizes():
-    """`fsdiff invert` without `--sampler` runs SMC: 96 particles x 100 steps with 2 moves
-    unless told; the other samplers 50 draws x 200 steps and no moves."""
+    """`fsdiff invert` without `--sampler` runs SMC: 96 particles in 12 islands x 100 steps
+    with 2 moves unless told; the other samplers 50 draws x 200 steps and no moves."""
     from numpyro_fsdiff.cli import build_parser
     from numpyro_fsdiff.cli._invert import sampler_settings
 
@@ -381,9 +381,13 @@ def test_invert_defaults_to_smc_with_its_own_sizes():
 
     args = parser.parse_args(["invert", "--task", "deblur"])
     assert args.sampler == "smc" and args.samples is None and args.steps is None
-    assert settings_of() == (96, 100, 2)
-    assert settings_of("--moves", "0", "--samples", "256") == (256, 100, 0)
-    assert settings_of("--sampler", "dps") == (50, 200, 0)
+    assert settings_of() == (96, 100, 2, 12)  # islands of 8 unless told
+    assert settings_of("--samples", "100") == (100, 100, 2, 10)
+    assert settings_of("--samples", "7") == (7, 100, 2, 1)
+    assert settings_of("--moves", "0", "--samples", "256", "--islands", "8") == (256, 100, 0, 8)
+    assert settings_of("--sampler", "dps") == (50, 200, 0, 1)
+    with pytest.raises(ValueError, match=r"`--samples` 96 must be a multiple of `--islands` 5"):
+        settings_of("--islands", "5")
 
 
 @pytest.mark.slow
@@ -421,8 +425,9 @@ def test_invert_chooses_the_mass_matrix():
         assert chosen.mass_matrix == expected, (mass, size)
 
 
-def test_invert_passes_the_smc_moves():
-    """`make_sampler` hands `move_steps` to SMC (none unless asked)."""
+def test_invert_passes_the_smc_moves_and_islands():
+    """`make_sampler` hands `move_steps` and `num_islands` to SMC (none and one unless
+    asked)."""
     from types import SimpleNamespace
 
     from numpyro_fsdiff.cli._tasks import make_sampler
@@ -431,6 +436,8 @@ def test_invert_passes_the_smc_moves():
     settings = dict(num_samples=8, num_warmup=1, num_chains=1, steps=4, guidance=1.0)
     assert make_sampler("smc", ckpt, **settings).move_steps == 0
     assert make_sampler("smc", ckpt, move_steps=2, **settings).move_steps == 2
+    assert make_sampler("smc", ckpt, **settings).num_islands == 1
+    assert make_sampler("smc", ckpt, num_islands=4, **settings).num_islands == 4
 
 
 @pytest.mark.slow

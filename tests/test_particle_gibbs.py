@@ -34,10 +34,10 @@ def test_conditional_sweep_keeps_the_reference_and_its_own_ancestry():
     smc = SMC(score, sde, num_particles=6, steps=5, ess_threshold=0.0)
     reference = jax.random.normal(jax.random.key(3), (6,) + grid.shape)
     out = _smc(smc, likelihood, grid, jax.random.key(4), None, reference, True)
-    paths, indices = out[7], out[8]
+    paths, indices = out[8], out[9]
     np.testing.assert_array_equal(paths[:, 0], reference)  # particle 0 is the reference
     np.testing.assert_array_equal(indices[:, 0], 0)  # ... its own ancestor, every step
-    assert bool(jnp.all(out[4]))  # resampled at every step, whatever ess_threshold says
+    assert bool(jnp.all(out[5] == 1))  # resampled at every step, whatever ess_threshold says
     # The reference path is drawn back out when the final pick is particle 0.
     np.testing.assert_array_equal(trace_path(paths, indices, jnp.array(0)), reference)
 
@@ -49,7 +49,7 @@ def test_path_bookkeeping_leaves_unconditional_runs_unchanged():
     smc = SMC(score, sde, num_particles=6, steps=5)
     plain = _smc(smc, likelihood, grid, jax.random.key(4), None)
     kept = _smc(smc, likelihood, grid, jax.random.key(4), None, None, True)
-    for a, b in zip(plain, kept[:7], strict=True):
+    for a, b in zip(plain, kept[:8], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

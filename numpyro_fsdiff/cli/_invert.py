@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moves", type=non_negative_int, default=None,
                         help="SMC: MALA moves per particle before each step (default 2; SMC "
                         "only); each costs what a step costs (docs/smc.md, Resample-move)")
+    parser.add_argument("--islands", type=positive_int, default=None,
+                        help="SMC: independent islands the particles are split into, pooled "
+                        "with equal weights (default: islands of about 8, 12 for 96 particles; "
+                        "SMC only; docs/smc.md, Islands)")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="SMC reverse-SDE steps (default 100), DPS reverse-SDE steps or "
@@ -100,32 +104,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # SMC: 96 particles with 2 moves per step cost about what 256 without moves cost, and gave
-# the higher PSNR in benchmarks/results/smc.md (Resample-move) and on the demo's tasks.
-SMC_DEFAULTS = dict(samples=96, steps=100, moves=2)
-OTHER_DEFAULTS = dict(samples=50, steps=200, moves=0)
+# the higher PSNR in benchmarks/results/smc.md (Resample-move) and on the demo's tasks;
+# islands of 8 keep the posterior's spread (docs/smc.md, Islands).
+# `islands=None`: islands of about ISLAND_SIZE particles (`default_islands`).
+SMC_DEFAULTS = dict(samples=96, steps=100, moves=2, islands=None)
+OTHER_DEFAULTS = dict(samples=50, steps=200, moves=0, islands=1)
+ISLAND_SIZE = 8
 
 
-def sampler_settings(args) -> tuple[int, int, int]:
-    """`(samples, steps, moves)`: the command line's, else the sampler's defaults.
+def default_islands(samples: int) -> int:
+    """The most islands of at least `ISLAND_SIZE` particles that split `samples` evenly (1
+    for fewer than 2 * ISLAND_SIZE particles): 12 for 96, 10 for 100."""
+    return next(r for r in range(max(samples // ISLAND_SIZE, 1), 0, -1) if samples % r == 0)
 
-    **Raises:** `ValueError` when `--moves` is given to a sampler other than SMC.
+
+def sampler_settings(args) -> tuple[int, int, int, int]:
+    """`(samples, steps, moves, islands)`: the command line's, else the sampler's defaults.
+
+    **Raises:** `ValueError` when `--moves` or `--islands` is given to a sampler other than
+    SMC, or when the particles do not split evenly into the islands.
     """
-    if args.sampler != "smc" and args.moves:
-        raise ValueError(
-            f"`--moves` applies to `--sampler smc` only; got --moves "
-            f"{args.moves} with --sampler {args.sampler}."
-        )
+    for name in ("moves", "islands"):
+        value = getattr(args, name)
+        if args.sampler != "smc" and value is not None and value != OTHER_DEFAULTS[name]:
+            raise ValueError(
+                f"`--{name}` applies to `--sampler smc` only; got --{name} "
+                f"{value} with --sampler {args.sampler}."
+            )
     defaults = SMC_DEFAULTS if args.sampler == "smc" else OTHER_DEFAULTS
-    return tuple(
+    samples, steps, moves, islands = (
         defaults[name] if getattr(args, name) is None else getattr(args, name)
-        for name in ("samples", "steps", "moves")
+        for name in ("samples", "steps", "moves", "islands")
     )
+    if islands is None:
+        islands = default_islands(samples)
+    if samples % islands:
+        raise ValueError(
+            f"`--samples` {samples} must be a multiple of `--islands` {islands}: each island "
+            "holds samples / islands particles."
+        )
+    return samples, steps, moves, islands
 
 
 def run(args) -> int:
     from ._tasks import run_task
 
-    samples, steps, moves = sampler_settings(args)
+    samples, steps, moves, islands = sampler_settings(args)
     report = run_task(
         task=args.task, checkpoint=args.checkpoint, dataset=args.dataset,
         data_root=args.data_root, image=args.image, resolution=args.resolution,
@@ -133,7 +157,7 @@ def run(args) -> int:
         num_chains=args.chains, steps=steps, ode_steps=args.ode_steps,
         ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
         mass_matrix=args.mass_matrix, guidance=args.guidance, move_steps=moves,
-        seed=args.seed, out=args.out,
+        num_islands=islands, seed=args.seed, out=args.out,
     )
     print(json.dumps(report, indent=2))
     return 0

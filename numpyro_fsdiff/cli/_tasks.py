@@ -111,7 +111,8 @@ def _check_data_root(data_root, dataset: str) -> None:
 
 def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chains: int,
                  steps: int, guidance: float, max_tree_depth: int = 6, init_steps: int = 100,
-                 grid_size: int | None = None, mass_matrix: str = "auto", move_steps: int = 0):
+                 grid_size: int | None = None, mass_matrix: str = "auto", move_steps: int = 0,
+                 num_islands: int = 1):
     """A sampler of [`posterior`][numpyro_fsdiff.inverse.posterior] by name.
 
     NUTS starts each chain from its own prior draw moved `init_steps` Adam steps uphill
@@ -137,7 +138,8 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
                    guidance=guidance, weighting="normalised")
     if name == "smc":
         return SMC(ckpt.model, ckpt.sde, num_particles=num_samples, steps=steps,
-                   batch_size=min(num_samples, 256), move_steps=move_steps)
+                   batch_size=min(num_samples, 256), move_steps=move_steps,
+                   num_islands=num_islands)
     raise ValueError(f"`sampler` must be one of {SAMPLERS}; got {name!r}.")
 
 
@@ -161,6 +163,7 @@ def run_task(
     mass_matrix: str = "auto",
     guidance: float = 1.0,
     move_steps: int = 0,
+    num_islands: int = 1,
     seed: int = 0,
     out: str | Path = "invert_out",
 ) -> dict:
@@ -177,7 +180,8 @@ def run_task(
     prior draw moved `init_steps` Adam steps uphill (`init="map"`), with the mass matrix
     `mass_matrix` (one of [`NUTS`][numpyro_fsdiff.inverse.NUTS]'s, or `"auto"`: the
     linearised posterior, `"gaussian"`, on grids of up to 4096 points, numpyro's adaptation on
-    larger ones). SMC takes `move_steps` MALA moves per particle before each step
+    larger ones). SMC takes `move_steps` MALA moves per particle before each step and
+    splits its `num_samples` particles into `num_islands` independent islands
     ([`SMC`][numpyro_fsdiff.inverse.SMC]). The truth at another resolution
     is the band-limited (spectral) resampling of the 28 x 28 image.
 
@@ -241,7 +245,7 @@ def run_task(
                           num_chains=num_chains, steps=steps, guidance=guidance,
                           max_tree_depth=max_tree_depth, init_steps=init_steps,
                           grid_size=grid.size, mass_matrix=mass_matrix,
-                          move_steps=move_steps)
+                          move_steps=move_steps, num_islands=num_islands)
     result = posterior(y, operator, prior, chosen, key=key_post, grid=grid, noise=noise,
                        truth=truth, data_range=2.0)
     per_step, initial = score_evaluations_per_step(solver)

@@ -93,6 +93,11 @@ class ParticleGibbs(AbstractSampler):
     def __check_init__(self):
         if not isinstance(self.smc, SMC):
             raise ValueError(f"`smc` must be an SMC sampler; got {self.smc!r}.")
+        if self.smc.num_islands != 1:
+            raise ValueError(
+                "`smc.num_islands` must be 1 for particle Gibbs, whose sweeps condition one "
+                f"population on the reference path; got {self.smc.num_islands}."
+            )
         if self.smc.move_steps:
             raise ValueError(
                 "`smc.move_steps` must be 0 for particle Gibbs, whose sweeps condition on one "
@@ -182,6 +187,6 @@ def _draw_path(smc: SMC, log_likelihood, grid: Grid, key, reference):
     """One (conditional) SMC run and a path drawn from its final weights."""
     key_run, key_pick = jax.random.split(key)
     out = _smc(smc, log_likelihood, grid, key_run, None, reference=reference, keep_paths=True)
-    weights, paths, indices = out[1], out[7], out[8]
+    weights, paths, indices = out[1], out[8], out[9]
     final = jax.random.choice(key_pick, weights.shape[0], p=weights)
     return trace_path(paths, indices, final)
