@@ -799,16 +799,15 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         new = (joint - log_increment_z[:, None]).reshape(n)
         return new, log_increment_z, _blackjax_smc().ess.ess(new)
 
-    def island_ess(log_w):
-        return jax.vmap(_blackjax_smc().ess.ess)(log_w.reshape(islands, size))
-
     def resample_islands(key, log_w):
         """Each island's resampled indices (into the whole population) and whether it was
         resampled (its ESS below `ess_threshold` of its size)."""
-        do = island_ess(log_w) < sampler.ess_threshold * size
+        by_island = log_w.reshape(islands, size)
+        do = jax.vmap(_blackjax_smc().ess.ess)(by_island) < sampler.ess_threshold * size
+        # one island resamples with the step's own key: the draws of one population are
+        # those of the sampler before islands
         keys = key[None] if islands == 1 else jax.random.split(key, islands)
-        local = jax.vmap(lambda k, w: resample_fn(k, w, size))(
-            keys, jnp.exp(log_w).reshape(islands, size))
+        local = jax.vmap(lambda k, w: resample_fn(k, w, size))(keys, jnp.exp(by_island))
         offsets = size * jnp.arange(islands)[:, None]
         kept = jnp.arange(n).reshape(islands, size)
         return jnp.where(do[:, None], local + offsets, kept).reshape(n), do
