@@ -62,6 +62,7 @@ def smc_row(args, dataset, resolution, task, image):
         twist_variance=args.twist_variance,
         move_steps=args.move_steps,
         num_islands=args.islands,
+        solver=args.solver,
     )
     out = sampler.run_linear(y, operator, grid, GaussianNoise(sigma), key=key_post)
     return {
@@ -73,7 +74,8 @@ def smc_row(args, dataset, resolution, task, image):
         "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps"
         + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}")
         + (f", {args.move_steps} MALA moves per step" if args.move_steps else "")
-        + (f", {args.islands} islands" if args.islands > 1 else ""),
+        + (f", {args.islands} islands" if args.islands > 1 else "")
+        + ("" if args.solver == "euler" else f", {args.solver}"),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -182,6 +184,7 @@ def main(argv=None):
     parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
     parser.add_argument("--move-steps", type=int, default=0, help="SMC's MALA moves per step")
     parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
+    parser.add_argument("--solver", default="euler", help="SMC's prior transition")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--nuts-warmup", type=int, default=40)

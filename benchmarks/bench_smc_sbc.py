@@ -1,7 +1,8 @@
 """Simulation-based calibration of SMC with the learned MNIST prior.
 
-Each replication draws a field x from the prior SMC targets (the Euler-Maruyama reverse
-chain of the shipped MNIST score, `steps` steps of `--time-grid`, no denoising), observes it,
+Each replication draws a field x from the prior SMC targets (the reverse chain of `--solver`,
+Euler-Maruyama by default, with the shipped MNIST score, `steps` steps of `--time-grid`, no
+denoising), observes it,
 y = A x + sigma * noise (Gaussian blur of width 1.5/28 on the field's grid), runs SMC and
 records, for each scalar summary f of the truth (the values at three fixed points, the
 spatial mean, the L2 norm), its weighted rank u = sum_i W_i 1[f(x_i) < f(x)] (ties split)
@@ -10,8 +11,8 @@ replications; the chi-square test of `--bins` equal bins gives the p-values.
 
     python benchmarks/bench_smc_sbc.py --replications 100 --size 16 --particles 32 --steps 25
 
-`--time-grid` sets the grid of both the truths' chain and SMC (the target is the
-Euler-Maruyama law on that grid); `--move-steps` gives SMC that many MALA moves per step;
+`--time-grid` and `--solver` set the grid and the chain of both the truths and SMC (the
+target is that chain's law); `--move-steps` gives SMC that many MALA moves per step;
 `--islands` splits the particles into that many independent islands, pooled equally.
 Each replication also records the 90% coverage of the truth (the fraction of its pixels
 inside the weighted 5-95% interval, as the imaging benchmark reports it): on draws from the
@@ -98,7 +99,7 @@ def run(args):
         key=jax.random.key(args.seed),
         num_samples=args.replications,
         method="sde",
-        solver=fsd.SolverConfig(solver="euler", steps=args.steps, time_grid=args.time_grid),
+        solver=fsd.SolverConfig(solver=args.solver, steps=args.steps, time_grid=args.time_grid),
         denoise=False,
     )
     sampler = SMC(
@@ -110,6 +111,7 @@ def run(args):
         time_grid=args.time_grid,
         move_steps=args.move_steps,
         num_islands=args.islands,
+        solver=args.solver,
     )
     if args.prior == "gaussian":
         # the closed-form posterior of the continuous-time law at t_eps; SMC targets the
@@ -190,6 +192,8 @@ def main(argv=None):
     parser.add_argument("--time-grid", choices=("uniform", "log-snr", "edm"), default="log-snr")
     parser.add_argument("--move-steps", type=int, default=0)
     parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
+    parser.add_argument("--solver", choices=("euler", "dpm++2m-sde"), default="euler",
+                        help="the prior chain of the truths and of SMC's transitions")
     parser.add_argument(
         "--prior",
         choices=("mnist", "gaussian"),

@@ -135,47 +135,56 @@ class AbstractExponentialSolver(diffrax.AbstractSolver):
         term = terms.terms[0] if isinstance(terms, diffrax.MultiTerm) else terms
         return term.vf(t0, y0, args)
 
-    def _coefficients(self, sde, s, t):
-        m_s, sigma_s = sde.marginal_coefficients(s)
-        m_t, sigma_t = sde.marginal_coefficients(t)
-        h = sde.log_snr(t) - sde.log_snr(s)
-        return m_t, sigma_s, sigma_t, h
-
     def _exponential_step(self, terms, t0, t1, y0, args, state, eta, noise):
-        r"""One step of the module's update: $\frac{\sigma_t}{\sigma_s}e^{-\eta h}x_s + m_t(c_1
-        \hat x_0 + c_2 D_1 + 2c_3 D_2) + \sigma_t\sqrt{1 - e^{-2\eta h}}\,\xi$, with the
-        divided differences the order and the history allow (none, $D_1$ from the 2nd step,
-        $D_2$ from the 3rd) and $\xi$ the noise term's draw (`None` for the ODE)."""
+        r"""One step of `exponential_update` from the solver's clock, with $\xi$ the noise
+        term's draw (`None` for the ODE)."""
         term, direction = _unwrap(terms)
         s, t = t0 * direction, t1 * direction
         x0 = term.vf(s, y0, args)
-        m_t, sigma_s, sigma_t, h = self._coefficients(term.sde, s, t)
-        H = (1.0 + eta) * h
-        c1 = -jnp.expm1(-H)
-        correction = 0.0
-        # The order is static: the sampler loop computes only the differences it uses.
-        if self.multistep_order >= 2:
-            use1 = state.count >= 1
-            r0 = jnp.where(use1, state.h1 / h, 1.0)
-            d1_0 = (x0 - state.prev1) / r0  # h x0' at lambda_s, to first order
-            # Lu et al.'s 2M step (midpoint form, 0.5 c1 instead of c2) is kept for order 2.
-            correction = jnp.where(use1, 0.5 * c1 * d1_0, correction)
-        if self.multistep_order >= 3:
-            use2 = state.count >= 2
-            r1 = jnp.where(use2, state.h2 / h, 1.0)
-            d1_1 = (state.prev1 - state.prev2) / r1  # the same one step earlier
-            d2 = (d1_0 - d1_1) / (r0 + r1)  # h^2 x0'' / 2
-            d1 = d1_0 + r0 * d2  # h x0' at lambda_s, to second order
-            c2 = 1.0 - c1 / H
-            c3 = 0.5 - c2 / H
-            correction = jnp.where(use2, c2 * d1 + 2.0 * c3 * d2, correction)
-        y1 = (sigma_t / sigma_s) * jnp.exp(-eta * h) * y0 + m_t * (c1 * x0 + correction)
+        y1, noise_scale, h = exponential_update(
+            term.sde, s, t, y0, x0, eta, self.multistep_order, state.count,
+            state.prev1, state.h1, state.prev2, state.h2)
         if noise is not None:
             xi = noise.contr(t0, t1) / jnp.sqrt(jnp.abs(t1 - t0))
-            y1 = y1 + sigma_t * jnp.sqrt(-jnp.expm1(-2.0 * eta * h)) * xi
+            y1 = y1 + noise_scale * xi
         dense_info = dict(y0=y0, y1=y1)
         next_state = _ExponentialState(x0, state.prev1, h, state.h1, state.count + 1)
         return y1, None, dense_info, next_state, diffrax.RESULTS.successful
+
+
+def exponential_update(sde, s, t, y0, x0, eta, multistep_order: int, count, prev1=None, h1=None,
+                       prev2=None, h2=None):
+    r"""The module's update from $s$ to $t$ without its noise: returns the mean
+    $\frac{\sigma_t}{\sigma_s}e^{-\eta h}x_s + m_t(c_1\hat x_0 + c_2 D_1 + 2c_3 D_2)$, the
+    noise scale $\sigma_t\sqrt{1 - e^{-2\eta h}}$ (the step adds it times $\xi \sim N(0,
+    Q)$) and $h = \lambda_t - \lambda_s$, with the divided differences the order and the
+    history allows (none, $D_1$ from the 2nd step, $D_2$ from the 3rd): `count` steps taken
+    before, the previous predictions `prev1`, `prev2` and their log-SNR steps `h1`, `h2`.
+    `x0` is $\hat x_0(x_s, s)$; the solvers and SMC's proposals share this update."""
+    m_t, sigma_t = sde.marginal_coefficients(t)
+    sigma_s = sde.marginal_coefficients(s)[1]
+    h = sde.log_snr(t) - sde.log_snr(s)
+    H = (1.0 + eta) * h
+    c1 = -jnp.expm1(-H)
+    correction = 0.0
+    # The order is static: the sampler loop computes only the differences it uses.
+    if multistep_order >= 2:
+        use1 = count >= 1
+        r0 = jnp.where(use1, h1 / h, 1.0)
+        d1_0 = (x0 - prev1) / r0  # h x0' at lambda_s, to first order
+        # Lu et al.'s 2M step (midpoint form, 0.5 c1 instead of c2) is kept for order 2.
+        correction = jnp.where(use1, 0.5 * c1 * d1_0, correction)
+    if multistep_order >= 3:
+        use2 = count >= 2
+        r1 = jnp.where(use2, h2 / h, 1.0)
+        d1_1 = (prev1 - prev2) / r1  # the same one step earlier
+        d2 = (d1_0 - d1_1) / (r0 + r1)  # h^2 x0'' / 2
+        d1 = d1_0 + r0 * d2  # h x0' at lambda_s, to second order
+        c2 = 1.0 - c1 / H
+        c3 = 0.5 - c2 / H
+        correction = jnp.where(use2, c2 * d1 + 2.0 * c3 * d2, correction)
+    mean = (sigma_t / sigma_s) * jnp.exp(-eta * h) * y0 + m_t * (c1 * x0 + correction)
+    return mean, sigma_t * jnp.sqrt(-jnp.expm1(-2.0 * eta * h)), h
 
 
 class DPMSolverPP(AbstractExponentialSolver):

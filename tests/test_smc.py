@@ -76,18 +76,22 @@ def _z(estimates, exact):
 
 
 @pytest.mark.parametrize(
-    "task, time_grid, move_steps, islands",
+    "task, time_grid, move_steps, islands, solver",
     [
-        ("deblur", "uniform", 0, 1),
-        ("inpaint", "uniform", 0, 1),
-        ("deblur", "uniform", 2, 1),
-        ("inpaint", "uniform", 0, 4),
-        pytest.param("deblur", "log-snr", 0, 1, marks=pytest.mark.slow),
-        pytest.param("inpaint", "log-snr", 2, 1, marks=pytest.mark.slow),
+        ("deblur", "uniform", 0, 1, "euler"),
+        ("inpaint", "uniform", 0, 1, "euler"),
+        ("deblur", "uniform", 2, 1, "euler"),
+        ("inpaint", "uniform", 0, 4, "euler"),
+        # The exponential integrator's chain on its natural grid (one population's inpainting
+        # std is 6.2 standard errors low there, as Euler-Maruyama's is 4.9; islands mend it).
+        ("deblur", "log-snr", 0, 1, "dpm++2m-sde"),
+        ("inpaint", "log-snr", 0, 4, "dpm++2m-sde"),
+        pytest.param("deblur", "log-snr", 0, 1, "euler", marks=pytest.mark.slow),
+        pytest.param("inpaint", "log-snr", 2, 1, "euler", marks=pytest.mark.slow),
     ],
 )
 def test_linear_gaussian_posterior_and_evidence_are_exact(
-    x64, task, time_grid, move_steps, islands
+    x64, task, time_grid, move_steps, islands, solver
 ):
     grid, sde, score, operator, sigma, y = _gaussian_problem(task)
     eigenvalues = score.marginal_eigenvalues(T_EPS)
@@ -99,7 +103,7 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(
         jnp.ravel(y), jnp.zeros(a.shape[0]), gram
     )
     sampler = SMC(score, sde, num_particles=256, steps=50, time_grid=time_grid,
-                  move_steps=move_steps, num_islands=islands)
+                  move_steps=move_steps, num_islands=islands, solver=solver)
     runs = _runs(sampler, GaussianLikelihood(y, operator, grid, sigma), grid, range(RUNS))
     np.testing.assert_allclose(runs[0].times, fsd.time_grid(sde, sde.T, T_EPS, 50, time_grid))
     z_mean = _z([r.mean for r in runs], mean)
@@ -320,6 +324,7 @@ def test_invalid_arguments_are_named():
         (dict(resampler="ssp"), r"`resampler` must be"),
         (dict(twist_variance=-1.0), r"`twist_variance` must be"),
         (dict(time_grid="cosine"), r"`time_grid` must be one of"),
+        (dict(solver="heun"), r"`solver` must be one of \('euler', 'dpm\+\+2m-sde'\)"),
         (dict(t_eps=2.0), r"`t_eps` must be"),
         (dict(move_steps=-1), r"`move_steps` must be an int >= 0"),
         (dict(num_islands=0), r"`num_islands` must be an int >= 1"),
@@ -368,7 +373,8 @@ plain = moving.run_likelihood(likelihood, grid, key=jax.random.key(5))
 sharded = moving.run_likelihood(likelihood, grid, key=jax.random.key(5), mesh=fsd.data_mesh())
 np.testing.assert_allclose(sharded.particles, plain.particles, rtol=1e-9, atol=1e-12)
 np.testing.assert_allclose(sharded.move_acceptance, plain.move_acceptance, rtol=1e-9)
-islands = SMC(score, sde, num_particles=16, steps=6, batch_size=2, num_islands=4)
+islands = SMC(score, sde, num_particles=16, steps=6, batch_size=2, num_islands=4,
+              solver="dpm++2m-sde")
 plain = islands.run_likelihood(likelihood, grid, key=jax.random.key(6))
 sharded = islands.run_likelihood(likelihood, grid, key=jax.random.key(6), mesh=fsd.data_mesh())
 np.testing.assert_allclose(sharded.particles, plain.particles, rtol=1e-9, atol=1e-12)
@@ -395,49 +401,34 @@ def test_sharded_particles_give_the_unsharded_draws_on_four_devices():
     assert "OK" in result.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured miscalibration: with 32 particles and 25 steps at 16 x 16 the learned "
-    "MNIST prior's population ends on one or two effective particles (median final ESS 2), so "
-    "the truth's ranks pile up at 0 and 1 (benchmarks/results/smc_sbc.md)",
-)
-def test_simulation_based_calibration_with_the_mnist_prior():
-    from scipy import stats
-
+def _mnist_sbc(particles, islands, replications, summary, truth_seed, data_seed, steps=25):
+    """Simulation-based calibration of SMC with the learned MNIST prior at 16 x 16: truths
+    drawn from the Euler-Maruyama chain SMC targets, blurred and noised; returns the truths'
+    weighted ranks of `summary` and their 90% coverages."""
     ckpt = fsd.pretrained("mnist")
     grid = ckpt.grid((16, 16))
-    operator, sigma, replications, steps = GaussianBlur(1.5 / 28), 0.1, 20, 25
-    truths, _ = fsd.sample(
-        ckpt.model,
-        ckpt.sde,
-        grid,
-        key=jax.random.key(0),
-        num_samples=replications,
-        method="sde",
-        solver="euler",
-        steps=steps,
-        denoise=False,
-    )
-    sampler = SMC(ckpt.model, ckpt.sde, num_particles=32, steps=steps)
-
-    def summary(x):  # two point values, the mean and the L2 norm
-        return jnp.stack(
-            [x[..., 4, 4], x[..., 8, 8], jnp.mean(x, (-2, -1)), jnp.sqrt(jnp.mean(x**2, (-2, -1)))],
-            axis=-1,
-        )
-
-    ranks = []
+    operator, sigma = GaussianBlur(1.5 / 28), 0.1
+    solver = fsd.SolverConfig(solver="euler", steps=steps, time_grid="log-snr")
+    truths, _ = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(truth_seed),
+                           num_samples=replications, method="sde", solver=solver, denoise=False)
+    sampler = SMC(ckpt.model, ckpt.sde, num_particles=particles, steps=steps,
+                  num_islands=islands)
+    ranks, coverages = [], []
     for r in range(replications):
-        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(1), r))
+        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(data_seed), r))
         y = operator(truths[r], grid) + sigma * jax.random.normal(key_noise, grid.shape)
-        likelihood = GaussianLikelihood(y, operator, grid, sigma)
-        out = sampler.run_likelihood(likelihood, grid, key=key_smc)
+        out = sampler.run_likelihood(GaussianLikelihood(y, operator, grid, sigma), grid,
+                                     key=key_smc)
         ranks.append(np.asarray(out.weights @ (summary(out.particles) < summary(truths[r]))))
-    ranks = np.array(ranks)
-    for j in range(ranks.shape[1]):  # 4 bins of 5 expected: chi-square with 3 dof
-        counts = np.histogram(ranks[:, j], bins=4, range=(0, 1))[0]
-        assert stats.chisquare(counts).pvalue > 0.001, (j, counts)
+        coverages.append(float(coverage(out.particles, truths[r], 0.9, weights=out.weights)))
+    return np.array(ranks), np.array(coverages)
+
+
+def _uniformity_p_values(ranks, bins=4):
+    from scipy import stats
+
+    return [stats.chisquare(np.histogram(column, bins=bins, range=(0, 1))[0]).pvalue
+            for column in ranks.T]
 
 
 @pytest.mark.slow
@@ -445,33 +436,17 @@ def test_islands_calibrate_the_mnist_prior_on_model_draws():
     """Simulation-based calibration of 64 particles in 8 islands with the learned MNIST prior
     (benchmarks/results/smc_sbc.md, "Islands": p-values 0.08-0.38 for these summaries over
     100 replications, where one population gives 1e-40 to 0.018). The spatial mean is left
-    out: it fails in every setting measured, one population of 576 particles included."""
-    from scipy import stats
-
-    ckpt = fsd.pretrained("mnist")
-    grid = ckpt.grid((16, 16))
-    operator, sigma, replications, steps = GaussianBlur(1.5 / 28), 0.1, 24, 25
-    solver = fsd.SolverConfig(solver="euler", steps=steps, time_grid="log-snr")
-    truths, _ = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(2),
-                           num_samples=replications, method="sde", solver=solver, denoise=False)
-    sampler = SMC(ckpt.model, ckpt.sde, num_particles=64, steps=steps, num_islands=8)
+    out: at 25 steps it fails in every setting measured, one population of 576 particles
+    included (at 100 steps its p-value rises from 1.6e-13 to 1.2e-3: smc_sbc.md, "Steps and
+    the prior chain")."""
 
     def summary(x):  # three point values and the L2 norm
         points = [x[..., 4, 4], x[..., 8, 8], x[..., 12, 5]]
         return jnp.stack(points + [jnp.sqrt(jnp.mean(x**2, (-2, -1)))], axis=-1)
 
-    ranks, coverages = [], []
-    for r in range(replications):
-        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(3), r))
-        y = operator(truths[r], grid) + sigma * jax.random.normal(key_noise, grid.shape)
-        out = sampler.run_likelihood(GaussianLikelihood(y, operator, grid, sigma), grid,
-                                     key=key_smc)
-        ranks.append(np.asarray(out.weights @ (summary(out.particles) < summary(truths[r]))))
-        coverages.append(float(coverage(out.particles, truths[r], 0.9, weights=out.weights)))
-    ranks = np.array(ranks)
-    for j in range(ranks.shape[1]):  # 4 bins of 6 expected: chi-square with 3 dof
-        counts = np.histogram(ranks[:, j], bins=4, range=(0, 1))[0]
-        assert stats.chisquare(counts).pvalue > 0.001, (j, counts)
+    ranks, coverages = _mnist_sbc(64, 8, 24, summary, truth_seed=2, data_seed=3)
+    p_values = _uniformity_p_values(ranks)  # 4 bins of 6 expected: chi-square with 3 dof
+    assert min(p_values) > 0.001, p_values
     # One population covers 0.58 here, islands of 8 0.82 (100 replications, s.e. 0.005).
     assert np.mean(coverages) > 0.75, np.mean(coverages)
 
