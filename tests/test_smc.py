@@ -127,6 +127,35 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(
         assert bool(jnp.all(jnp.isnan(first.move_acceptance)))
 
 
+def test_without_data_the_particles_are_draws_of_the_solver_chain(x64):
+    """With a flat likelihood (no twist, uniform weights) SMC's particles are draws of its
+    prior chain: their power per Fourier mode matches `fsd.sample`'s draws of the same
+    chain, and not the other chain's, at 6 log-SNR steps where the chains differ."""
+    grid, sde, score, *_ = _gaussian_problem("deblur")
+    n, steps = 4096, 6
+
+    def power(x):
+        return np.mean(np.abs(np.fft.fft2(np.asarray(x))) ** 2, axis=0)
+
+    def chain(solver):
+        config = fsd.SolverConfig(solver=solver, steps=steps, time_grid="log-snr")
+        draws, _ = fsd.sample(score, sde, grid, key=jax.random.key(1), num_samples=n,
+                              method="sde", denoise=False, solver=config)
+        return power(draws)
+
+    chains = {solver: chain(solver) for solver in ("euler", "dpm++2m-sde")}
+    for solver, other in (("euler", "dpm++2m-sde"), ("dpm++2m-sde", "euler")):
+        sampler = SMC(score, sde, num_particles=n, steps=steps, solver=solver, batch_size=n,
+                      ess_threshold=0.0)
+        out = sampler.run_likelihood(lambda x: 0.0 * jnp.sum(x), grid, key=jax.random.key(0))
+        smc = power(out.particles)
+        # two independent means of |f_k|^2 (exponential, or chi-square(1) for real modes):
+        # relative standard error at most sqrt(2 / n) each
+        se = np.sqrt(4.0 / n)
+        assert np.max(np.abs(smc / chains[solver] - 1)) < 4 * se, (solver, smc / chains[solver])
+        assert np.max(np.abs(smc / chains[other] - 1)) > 5 * se, (solver, other)
+
+
 def test_smc_steps_on_the_named_time_grid():
     """The fast check of `time_grid` (the exactness test on the log-SNR grid is slow)."""
     grid, sde, score, operator, sigma, y = _gaussian_problem("deblur")
