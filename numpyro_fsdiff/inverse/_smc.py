@@ -277,7 +277,7 @@ class SMC(AbstractSampler):
     acceptance rate `MOVE_ACCEPTANCE` = 0.574. The moves bring back the diversity that
     resampling removes; the genealogy may still collapse, but the final particles are
     spread by the moves. The moves target the continuous-time $p_t$ whose score is given,
-    while the weights follow the Euler-Maruyama law: the two agree as `steps` grows. Each
+    while the weights follow the law of `solver`'s chain: the two agree as `steps` grows. Each
     move costs what a step costs (a score evaluation and its vector-Jacobian product per
     particle). With the MNIST prior at 28 x 28 (64 particles, 50 steps; images 0-4,
     `benchmarks/results/smc.md`, "Resample-move"), 2 moves per step raise deblurring from 22.04 to
