@@ -691,13 +691,18 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
         else:  # sigma^2 I + rho lambda_max I: the largest eigenvalue of Q_pix for every datum
             basis = (None, jnp.max(covariance.pixel_eigenvalues(grid)))
 
+    def data_prediction(x, s, t):
+        """Tweedie's denoised estimate from the score `s` already evaluated at (x, t)."""
+        mean, std = sde.marginal_coefficients(t)
+        return (x + std**2 * s) / mean
+
     def twist(x, t):
         """(log twist, score) and the twist's gradient, for one particle."""
 
         def value(x):
             s = score(x, t)
+            x0 = data_prediction(x, s, t)
             mean, std = sde.marginal_coefficients(t)
-            x0 = (x + std**2 * s) / mean
             if isinstance(log_likelihood, GaussianLikelihood):
                 extra = sampler.twist_variance * std**2 / mean**2
                 return log_likelihood.twisted(x0, extra, basis), s
@@ -718,13 +723,13 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
     def prior_transition(x, s, x0_previous, t, h, k, h_previous):
         """The prior chain's step from t to t - h as (mean, variance of the N(0, Q_pix)
         noise, the mean's shift per unit of Q-preconditioned score), and the data prediction
-        at x: Euler-Maruyama, or the SDE-DPM-Solver++(2M) step through the particle's
-        previous prediction."""
-        mean_t, std_t = sde.marginal_coefficients(t)
-        x0 = (x + std_t**2 * s) / mean_t
+        at x: Euler-Maruyama (which keeps no prediction: `x0_previous` passes through), or
+        the SDE-DPM-Solver++(2M) step through the particle's previous prediction."""
         if sampler.solver == "euler":
             beta = sde.beta(t)
-            return x + h * (0.5 * beta * x + beta * s), beta * h, beta * h, x0
+            return x + h * (0.5 * beta * x + beta * s), beta * h, beta * h, x0_previous
+        mean_t, std_t = sde.marginal_coefficients(t)
+        x0 = data_prediction(x, s, t)
         mean, noise_scale, step = exponential_update(
             sde, t, t - h, x, x0, 1.0, 2, k, x0_previous, h_previous)
         # a score shift moves x0 by std_t^2 / mean_t times it, and the step's first-order
@@ -892,7 +897,10 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
     # each step's previous log-SNR step (the first step has none: its history is unused)
     h_previous = jnp.concatenate([log_snr_steps[:1], log_snr_steps[:-1]])
     log_scale = jnp.log(jnp.asarray(0.1, x.dtype))
-    carry = (x, s, g, jnp.zeros_like(x), log_twist, log_w, log_z, ancestors, log_scale)
+    # the previous data predictions of the 2M step; Euler-Maruyama keeps none, and carries a
+    # scalar per particle in their place (lax.map cannot batch a zero-size axis)
+    x0_previous = jnp.zeros_like(x) if sampler.solver != "euler" else jnp.zeros((n,), x.dtype)
+    carry = (x, s, g, x0_previous, log_twist, log_w, log_z, ancestors, log_scale)
     following = reference[1:] if conditional else jnp.zeros((sampler.steps,))
     inputs = (jnp.arange(sampler.steps), times[:-1], h, h_previous, following)
     carry, outputs = jax.lax.scan(step, carry, jax.tree.map(lambda a: a[:-1], inputs))
