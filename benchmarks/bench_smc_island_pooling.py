@@ -27,7 +27,7 @@ STEPS = 25
 
 def pooled_rows(prior, num, islands, replications):
     import numpyro_fsdiff as fsd
-    from numpyro_fsdiff.inverse import SMC, GaussianBlur, GaussianLikelihood, gaussian_posterior
+    from numpyro_fsdiff.inverse import SMC, GaussianBlur, gaussian_posterior
     from numpyro_fsdiff.metrics import coverage
 
     ckpt = fsd.pretrained("mnist")
@@ -35,18 +35,15 @@ def pooled_rows(prior, num, islands, replications):
     operator, sigma = GaussianBlur(1.5 / 28), 0.1
     score = sbc.gaussian_prior(ckpt, grid, 5.0, 0.4) if prior == "gaussian" else ckpt.model
     solver = fsd.SolverConfig(solver="euler", steps=STEPS, time_grid="log-snr")
-    truths, _ = fsd.sample(score, ckpt.sde, grid, key=jax.random.key(0),
-                           num_samples=replications, method="sde", solver=solver, denoise=False)
+    truths = sbc.model_truths(score, ckpt.sde, grid, seed=0, num=replications, solver=solver)
     one = SMC(score, ckpt.sde, num_particles=num, steps=STEPS, batch_size=num)
     size = num // islands
     small = SMC(score, ckpt.sde, num_particles=size, steps=STEPS, batch_size=size)
     eigenvalues = score.marginal_eigenvalues(one.t_eps) if prior == "gaussian" else None
     rows = {"single": [], "zpool": [], "eqpool": []}
     for r in range(replications):
-        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(0), r))
-        y = operator(truths[r], grid) + sigma * jax.random.normal(
-            key_noise, operator.data_shape(grid))
-        likelihood = GaussianLikelihood(y, operator, grid, sigma)
+        y, likelihood, key_smc = sbc.observe(truths[r], r, seed=0, operator=operator, grid=grid,
+                                             sigma=sigma)
         out = one.run_likelihood(likelihood, grid, key=key_smc)
         keys = jax.random.split(jax.random.fold_in(key_smc, 7), islands)
         outs = [small.run_likelihood(likelihood, grid, key=k) for k in keys]

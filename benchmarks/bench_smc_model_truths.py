@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import jax
+from bench_smc_sbc import model_truths
 
 from numpyro_fsdiff._io import write_text
 
@@ -52,9 +53,8 @@ def main(argv=None):
 
     ckpt = fsd.pretrained("mnist")
     grid = ckpt.grid(NATIVE)
-    truths, _ = fsd.sample(
-        ckpt.model, ckpt.sde, grid, key=jax.random.key(args.seed), num_samples=args.truths,
-        method="sde", denoise=False,
+    truths = model_truths(
+        ckpt.model, ckpt.sde, grid, seed=args.seed, num=args.truths,
         solver=fsd.SolverConfig(solver="euler", steps=args.steps, time_grid="log-snr"),
     )
     samplers = {

@@ -71,6 +71,27 @@ def gaussian_prior(ckpt, grid, tau, variance):
     return fsd.GaussianScore(Matern(2.0, tau, scale), ckpt.sde, grid)
 
 
+def model_truths(score, sde, grid, *, seed, num, solver):
+    """`num` draws of the chain SMC targets (`solver`, a SolverConfig; no denoising)."""
+    import numpyro_fsdiff as fsd
+
+    truths, _ = fsd.sample(score, sde, grid, key=jax.random.key(seed), num_samples=num,
+                           method="sde", solver=solver, denoise=False)
+    return truths
+
+
+def observe(truth, replication, *, seed, operator, grid, sigma, likelihood_class=None):
+    """Replication `replication`'s data y = A truth + sigma * noise, its likelihood
+    (`likelihood_class`, GaussianLikelihood by default), and the key SMC runs with (both keys
+    derived from `seed` and the replication)."""
+    from numpyro_fsdiff.inverse import GaussianLikelihood
+
+    likelihood_class = likelihood_class or GaussianLikelihood
+    key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(seed), replication))
+    y = operator(truth, grid) + sigma * jax.random.normal(key_noise, operator.data_shape(grid))
+    return y, likelihood_class(y, operator, grid, sigma), key_smc
+
+
 def posterior_std_ratio(out, y, operator, eigenvalues, grid, sigma) -> float:
     """SMC's weighted posterior standard deviation over the closed-form one (prior
     eigenvalues `eigenvalues`), each averaged over pixels."""
@@ -82,7 +103,7 @@ def posterior_std_ratio(out, y, operator, eigenvalues, grid, sigma) -> float:
 
 def run(args):
     import numpyro_fsdiff as fsd
-    from numpyro_fsdiff.inverse import SMC, GaussianBlur, GaussianLikelihood
+    from numpyro_fsdiff.inverse import SMC, GaussianBlur
     from numpyro_fsdiff.metrics import coverage
 
     ckpt = fsd.pretrained("mnist")
@@ -92,15 +113,9 @@ def run(args):
         score = gaussian_prior(ckpt, grid, args.gaussian_tau, args.gaussian_variance)
     else:
         score = ckpt.model
-    truths, _ = fsd.sample(
-        score,
-        ckpt.sde,
-        grid,
-        key=jax.random.key(args.seed),
-        num_samples=args.replications,
-        method="sde",
+    truths = model_truths(
+        score, ckpt.sde, grid, seed=args.seed, num=args.replications,
         solver=fsd.SolverConfig(solver=args.solver, steps=args.steps, time_grid=args.time_grid),
-        denoise=False,
     )
     sampler = SMC(
         score,
@@ -120,11 +135,9 @@ def run(args):
     ranks, ess, ancestors, times, coverages, std_ratios = [], [], [], [], [], []
     ess_per_step = []
     for r in range(args.replications):
-        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), r))
-        y = operator(truths[r], grid) + sigma * jax.random.normal(
-            key_noise, operator.data_shape(grid)
+        y, likelihood, key_smc = observe(
+            truths[r], r, seed=args.seed, operator=operator, grid=grid, sigma=sigma
         )
-        likelihood = GaussianLikelihood(y, operator, grid, sigma)
         out = sampler.run_likelihood(likelihood, grid, key=key_smc)
         ranks.append(np.asarray(weighted_ranks(out.particles, out.weights, truths[r])))
         ess.append(float(out.ess[-1]))

@@ -19,7 +19,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_smc_sbc import gaussian_prior, posterior_std_ratio, run_and_write
+from bench_smc_sbc import gaussian_prior, model_truths, observe, posterior_std_ratio, run_and_write
 
 
 def run(args):
@@ -57,24 +57,17 @@ def run(args):
         batch_size=args.particles,
         exact_last_step=False,
     )
-    truths, _ = fsd.sample(
-        score,
-        sde,
-        grid,
-        key=jax.random.key(args.seed),
-        num_samples=args.replications,
-        method="sde",
+    truths = model_truths(
+        score, sde, grid, seed=args.seed, num=args.replications,
         solver=fsd.SolverConfig(solver="euler", steps=args.steps, time_grid="log-snr"),
-        denoise=False,
     )
     exact_eigenvalues = score.marginal_eigenvalues(sampler.t_eps)
     rows_out = []
     for r in range(args.replications):
-        key_noise, key_smc = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), r))
-        y = operator(truths[r], grid) + sigma * jax.random.normal(
-            key_noise, operator.data_shape(grid)
-        )
-        out = sampler.run_likelihood(likelihood_class(y, operator, grid, sigma), grid, key=key_smc)
+        y, likelihood, key_smc = observe(truths[r], r, seed=args.seed, operator=operator,
+                                         grid=grid, sigma=sigma,
+                                         likelihood_class=likelihood_class)
+        out = sampler.run_likelihood(likelihood, grid, key=key_smc)
         rows_out.append(
             {
                 "coverage_90": float(coverage(out.particles, truths[r], 0.9, weights=out.weights)),
