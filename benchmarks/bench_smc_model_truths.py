@@ -25,8 +25,7 @@ import json
 import time
 from pathlib import Path
 
-import jax
-from bench_smc_sbc import model_truths
+from bench_smc_sbc import model_truths, observe
 
 from numpyro_fsdiff._io import write_text
 
@@ -72,9 +71,8 @@ def main(argv=None):
         truth = truths[index]
         for task in args.tasks:
             operator, sigma = task_operator(task, seed=0)
-            key_noise, key_post = jax.random.split(jax.random.fold_in(jax.random.key(1), index))
-            clean = operator(truth, grid)
-            y = clean + sigma * jax.random.normal(key_noise, clean.shape)
+            y, _, key_post = observe(truth, index, seed=1, operator=operator, grid=grid,
+                                     sigma=sigma)
             for name, sampler in samplers.items():
                 start = time.perf_counter()
                 result = posterior(y, operator, None, sampler, key=key_post, grid=grid,
