@@ -22,6 +22,9 @@ def main(argv=None):
     parser.add_argument("--num", type=int, default=512)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="SMC's key; fsd.sample's is seed + 1 (draws of a larger --num "
+                        "with the same seed extend those of a smaller one)")
     args = parser.parse_args(argv)
 
     import numpyro_fsdiff as fsd
@@ -30,10 +33,11 @@ def main(argv=None):
     ckpt = fsd.pretrained("mnist")
     grid = ckpt.grid((args.size, args.size))
     solver = fsd.SolverConfig(solver="euler", steps=args.steps, time_grid="log-snr")
-    draws = model_truths(ckpt.model, ckpt.sde, grid, seed=1, num=args.num, solver=solver)
+    draws = model_truths(ckpt.model, ckpt.sde, grid, seed=args.seed + 1, num=args.num,
+                         solver=solver)
     sampler = SMC(ckpt.model, ckpt.sde, num_particles=args.num, steps=args.steps,
                   batch_size=128, ess_threshold=0.0)
-    out = sampler.run_likelihood(lambda x: 0.0 * jnp.sum(x), grid, key=jax.random.key(0))
+    out = sampler.run_likelihood(lambda x: 0.0 * jnp.sum(x), grid, key=jax.random.key(args.seed))
     a, b = np.asarray(summaries(draws)), np.asarray(summaries(out.particles))
     se = np.sqrt(args.num)
     for j, name in enumerate(NAMES):
