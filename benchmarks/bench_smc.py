@@ -176,6 +176,8 @@ def main(argv=None):
     parser.add_argument("--resolutions", nargs="+", type=int, default=[28])
     parser.add_argument("--tasks", nargs="+", default=["deblur"])
     parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--first-image", type=int, default=0,
+                        help="test images first-image .. first-image + images - 1")
     parser.add_argument("--samplers", nargs="+", default=["smc", "dps", "nuts"])
     parser.add_argument("--particles", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
@@ -198,7 +200,7 @@ def main(argv=None):
     rows = []
     out = Path(args.out)
     # images outermost, so that a run stopped early has the same images for every task
-    for image in range(args.images):
+    for image in range(args.first_image, args.first_image + args.images):
         for dataset in args.datasets:
             for resolution in args.resolutions:
                 for task in args.tasks:

@@ -372,7 +372,7 @@ def test_invert_defaults_to_smc_with_its_own_sizes():
     """`fsdiff invert` without `--sampler` runs SMC: 96 particles in 12 islands x 100 steps
     with 2 moves unless told; the other samplers 50 draws x 200 steps and no moves."""
     from numpyro_fsdiff.cli import build_parser
-    from numpyro_fsdiff.cli._invert import sampler_settings
+    from numpyro_fsdiff.cli._invert import SMC_DEFAULTS, sampler_settings
 
     parser = build_parser()
 
@@ -381,13 +381,34 @@ def test_invert_defaults_to_smc_with_its_own_sizes():
 
     args = parser.parse_args(["invert", "--task", "deblur"])
     assert args.sampler == "smc" and args.samples is None and args.steps is None
-    assert settings_of() == (96, 100, 2, 12)  # islands of 8 unless told
-    assert settings_of("--samples", "100") == (100, 100, 2, 10)
-    assert settings_of("--samples", "7") == (7, 100, 2, 1)
-    assert settings_of("--moves", "0", "--samples", "256", "--islands", "8") == (256, 100, 0, 8)
-    assert settings_of("--sampler", "dps") == (50, 200, 0, 1)
+    kappa = SMC_DEFAULTS["twist_variance"]
+    assert settings_of() == (96, 100, 2, 12, kappa)  # islands of 8 unless told
+    assert settings_of("--samples", "100") == (100, 100, 2, 10, kappa)
+    assert settings_of("--samples", "7") == (7, 100, 2, 1, kappa)
+    assert settings_of("--moves", "0", "--samples", "256", "--islands", "8") == (
+        256, 100, 0, 8, kappa)
+    assert settings_of("--twist-variance", "0") == (96, 100, 2, 12, 0.0)
+    assert settings_of("--sampler", "dps") == (50, 200, 0, 1, 1.0)
     with pytest.raises(ValueError, match=r"`--samples` 96 must be a multiple of `--islands` 5"):
         settings_of("--islands", "5")
+    with pytest.raises(ValueError, match=r"`--twist-variance` applies to `--sampler smc` only"):
+        settings_of("--sampler", "dps", "--twist-variance", "0.5")
+    for bad in ("-0.5", "inf", "nan", "sharp"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["invert", "--task", "deblur", "--twist-variance", bad])
+
+
+def test_invert_passes_the_twist_variance_to_smc():
+    """The twist variance reaches the SMC sampler that `fsdiff invert` builds."""
+    from numpyro_fsdiff import pretrained
+    from numpyro_fsdiff.cli._tasks import make_sampler
+    from numpyro_fsdiff.inverse import SMC
+
+    ckpt = pretrained("mnist")
+    sampler = make_sampler("smc", ckpt, num_samples=16, num_warmup=1, num_chains=1, steps=4,
+                           guidance=1.0, move_steps=0, num_islands=2, twist_variance=0.25)
+    assert isinstance(sampler, SMC) and sampler.twist_variance == 0.25
+    assert sampler.num_islands == 2 and sampler.num_particles == 16
 
 
 @pytest.mark.slow
