@@ -153,8 +153,8 @@ def sampler_settings(args) -> tuple[int, int, int, int, float]:
             )
     defaults = SMC_DEFAULTS if args.sampler == "smc" else OTHER_DEFAULTS
     samples, steps, moves, islands, twist_variance = (
-        defaults[name] if getattr(args, name) is None else getattr(args, name)
-        for name in ("samples", "steps", "moves", "islands", "twist_variance")
+        default if getattr(args, name) is None else getattr(args, name)
+        for name, default in defaults.items()
     )
     if islands is None:
         islands = default_islands(samples)
