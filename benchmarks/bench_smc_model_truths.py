@@ -11,7 +11,8 @@ prior's misfit to MNIST, not the sampler's.
 Each truth is a draw of the Euler-Maruyama chain of `--steps` log-SNR steps on the 28 x 28
 grid (no denoising: SMC's target), observed with the task's operator and noise
 (`numpyro_fsdiff.cli.task_operator`), then inverted by SMC (`--particles` in `--islands`
-islands, the same chain) and DPS (`--dps-samples` x `--dps-steps`, normalised guidance, as
+islands, `--move-steps` MALA moves per step, twist variance `--twist-variance`; the same
+chain) and DPS (`--dps-samples` x `--dps-steps`, normalised guidance, as
 `fsdiff invert` runs it). Rows have the fields of bench_smc.py, so its `--render` tables
 them.
 
@@ -39,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--particles", type=int, default=64)
     parser.add_argument("--islands", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--move-steps", type=int, default=0, help="SMC's MALA moves per step")
+    parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
     parser.add_argument("--dps-samples", type=int, default=16)
     parser.add_argument("--dps-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -58,12 +61,19 @@ def main(argv=None):
     )
     samplers = {
         "SMC": SMC(ckpt.model, ckpt.sde, num_particles=args.particles, steps=args.steps,
-                   batch_size=args.particles, num_islands=args.islands),
+                   batch_size=args.particles, num_islands=args.islands,
+                   move_steps=args.move_steps, twist_variance=args.twist_variance),
         "DPS": make_sampler("dps", ckpt, num_samples=args.dps_samples, num_warmup=1,
                             num_chains=1, steps=args.dps_steps, guidance=1.0),
     }
+    smc_settings = [f"{args.particles} particles", f"{args.steps} log-snr steps"]
+    if args.twist_variance != 1.0:
+        smc_settings.append(f"twist variance {args.twist_variance:g}")
+    if args.move_steps:
+        smc_settings.append(f"{args.move_steps} MALA moves per step")
+    smc_settings.append(f"{args.islands} islands")
     settings = {
-        "SMC": f"{args.particles} particles, {args.steps} log-snr steps, {args.islands} islands",
+        "SMC": ", ".join(smc_settings),
         "DPS": f"{args.dps_samples} samples, {args.dps_steps} steps",
     }
     rows, out = [], Path(args.out)
