@@ -32,6 +32,16 @@ from numpyro_fsdiff._io import write_text
 RESULTS = Path(__file__).parent / "results"
 
 
+def smc_settings(particles, steps, time_grid="log-snr", twist_variance=1.0, move_steps=0,
+                 islands=1, solver="euler") -> str:
+    """The rows' `settings` label of an SMC run: what differs from `SMC`'s defaults."""
+    return (f"{particles} particles, {steps} {time_grid} steps"
+            + ("" if twist_variance == 1.0 else f", twist variance {twist_variance}")
+            + (f", {move_steps} MALA moves per step" if move_steps else "")
+            + (f", {islands} islands" if islands > 1 else "")
+            + ("" if solver == "euler" else f", {solver}"))
+
+
 def smc_row(args, dataset, resolution, task, image):
     import numpyro_fsdiff as fsd
     from numpyro_fsdiff import data as fsdata
@@ -71,11 +81,8 @@ def smc_row(args, dataset, resolution, task, image):
         "task": task,
         "image": image,
         "sampler": "SMC",
-        "settings": f"{args.particles} particles, {args.steps} {args.time_grid} steps"
-        + ("" if args.twist_variance == 1.0 else f", twist variance {args.twist_variance}")
-        + (f", {args.move_steps} MALA moves per step" if args.move_steps else "")
-        + (f", {args.islands} islands" if args.islands > 1 else "")
-        + ("" if args.solver == "euler" else f", {args.solver}"),
+        "settings": smc_settings(args.particles, args.steps, args.time_grid,
+                                 args.twist_variance, args.move_steps, args.islands, args.solver),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),

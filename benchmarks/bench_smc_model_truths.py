@@ -26,6 +26,7 @@ import json
 import time
 from pathlib import Path
 
+from bench_smc import smc_settings
 from bench_smc_sbc import model_truths, observe
 
 from numpyro_fsdiff._io import write_text
@@ -66,14 +67,9 @@ def main(argv=None):
         "DPS": make_sampler("dps", ckpt, num_samples=args.dps_samples, num_warmup=1,
                             num_chains=1, steps=args.dps_steps, guidance=1.0),
     }
-    smc_settings = [f"{args.particles} particles", f"{args.steps} log-snr steps"]
-    if args.twist_variance != 1.0:
-        smc_settings.append(f"twist variance {args.twist_variance:g}")
-    if args.move_steps:
-        smc_settings.append(f"{args.move_steps} MALA moves per step")
-    smc_settings.append(f"{args.islands} islands")
     settings = {
-        "SMC": ", ".join(smc_settings),
+        "SMC": smc_settings(args.particles, args.steps, twist_variance=args.twist_variance,
+                            move_steps=args.move_steps, islands=args.islands),
         "DPS": f"{args.dps_samples} samples, {args.dps_steps} steps",
     }
     rows, out = [], Path(args.out)

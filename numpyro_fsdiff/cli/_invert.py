@@ -121,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # SMC: 96 particles with 2 moves per step cost about what 256 without moves cost, and gave
 # the higher PSNR in benchmarks/results/smc.md (Resample-move) and on the demo's tasks;
 # islands of 8 keep the posterior's spread (docs/smc.md, Islands); twist variance 0.25
-# gained 0.65-2.10 dB over 1 on the four MNIST tasks (test images 0-9, paired), with the
+# gained 0.76-2.01 dB over 1 on the four MNIST tasks (test images 0-19, paired), with the
 # same calibration on model draws (docs/smc.md, Twist variance).
 # `islands=None`: islands of about ISLAND_SIZE particles (`default_islands`).
 SMC_DEFAULTS = dict(samples=96, steps=100, moves=2, islands=None, twist_variance=0.25)
