@@ -33,10 +33,11 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def smc_settings(particles, steps, time_grid="log-snr", twist_variance=1.0, move_steps=0,
-                 islands=1, solver="euler") -> str:
+                 islands=1, solver="euler", twist_crossover=0.0) -> str:
     """The rows' `settings` label of an SMC run: what differs from `SMC`'s defaults."""
     return (f"{particles} particles, {steps} {time_grid} steps"
             + ("" if twist_variance == 1.0 else f", twist variance {twist_variance}")
+            + ("" if twist_crossover == 0.0 else f", twist crossover {twist_crossover}")
             + (f", {move_steps} MALA moves per step" if move_steps else "")
             + (f", {islands} islands" if islands > 1 else "")
             + ("" if solver == "euler" else f", {solver}"))
@@ -70,6 +71,7 @@ def smc_row(args, dataset, resolution, task, image):
         batch_size=args.batch_size,
         time_grid=args.time_grid,
         twist_variance=args.twist_variance,
+        twist_crossover=args.twist_crossover,
         move_steps=args.move_steps,
         num_islands=args.islands,
         solver=args.solver,
@@ -82,7 +84,8 @@ def smc_row(args, dataset, resolution, task, image):
         "image": image,
         "sampler": "SMC",
         "settings": smc_settings(args.particles, args.steps, args.time_grid,
-                                 args.twist_variance, args.move_steps, args.islands, args.solver),
+                                 args.twist_variance, args.move_steps, args.islands, args.solver,
+                                 args.twist_crossover),
         "psnr": float(psnr(out.mean, truth, data_range=2.0)),
         "ssim": float(ssim(out.mean, truth, data_range=2.0, window=7)),
         "coverage_90": float(coverage(out.particles, truth, 0.9, weights=out.weights)),
@@ -191,6 +194,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--time-grid", default="log-snr", help="SMC's time grid")
     parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
+    parser.add_argument("--twist-crossover", type=float, default=0.0,
+                        help="SMC's twist_crossover")
     parser.add_argument("--move-steps", type=int, default=0, help="SMC's MALA moves per step")
     parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
     parser.add_argument("--solver", default="euler", help="SMC's prior transition")

@@ -14,7 +14,7 @@ replications; the chi-square test of `--bins` equal bins gives the p-values.
 `--time-grid` and `--solver` set the grid and the chain of both the truths and SMC (the
 target is that chain's law); `--move-steps` gives SMC that many MALA moves per step;
 `--islands` splits the particles into that many independent islands, pooled equally;
-`--twist-variance` sets the twist's kappa.
+`--twist-variance` and `--twist-crossover` set the twist's kappa and crossover.
 Each replication also records the 90% coverage of the truth (the fraction of its pixels
 inside the weighted 5-95% interval, as the imaging benchmark reports it): on draws from the
 model a calibrated sampler averages about 0.9, so the figure separates the sampler's
@@ -129,6 +129,7 @@ def run(args):
         num_islands=args.islands,
         solver=args.solver,
         twist_variance=args.twist_variance,
+        twist_crossover=args.twist_crossover,
     )
     if args.prior == "gaussian":
         # the closed-form posterior of the continuous-time law at t_eps; SMC targets the
@@ -208,6 +209,8 @@ def main(argv=None):
     parser.add_argument("--move-steps", type=int, default=0)
     parser.add_argument("--islands", type=int, default=1, help="SMC's independent islands")
     parser.add_argument("--twist-variance", type=float, default=1.0, help="SMC's kappa")
+    parser.add_argument("--twist-crossover", type=float, default=0.0,
+                        help="SMC's twist_crossover")
     parser.add_argument("--solver", choices=("euler", "dpm++2m-sde"), default="euler",
                         help="the prior chain of the truths and of SMC's transitions")
     parser.add_argument(

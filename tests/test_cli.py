@@ -249,8 +249,9 @@ def test_demo_runs_end_to_end_small(tmp_path):
     text = report.read_text()
     assert "## 3. Solver comparison" in text and "(SMC)" in text and "move acceptance" in text
     # SMALL leaves the twist to `fsdiff invert`'s default
-    assert SMALL.smc_twist_variance is None
-    assert f"twist variance {SMC_DEFAULTS['twist_variance']})" in text
+    assert SMALL.smc_twist_variance is None and SMALL.smc_twist_crossover is None
+    assert (f"twist variance {SMC_DEFAULTS['twist_variance']}, crossover "
+            f"{SMC_DEFAULTS['twist_crossover']})") in text
     for n in SMALL.sample_resolutions:
         assert (tmp_path / f"samples_{n}.png").stat().st_size > 1000
     assert (tmp_path / "spectra.png").stat().st_size > 1000

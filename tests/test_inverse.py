@@ -381,33 +381,39 @@ def test_invert_defaults_to_smc_with_its_own_sizes():
 
     args = parser.parse_args(["invert", "--task", "deblur"])
     assert args.sampler == "smc" and args.samples is None and args.steps is None
-    kappa = SMC_DEFAULTS["twist_variance"]
-    assert settings_of() == (96, 100, 2, 12, kappa)  # islands of 8 unless told
-    assert settings_of("--samples", "100") == (100, 100, 2, 10, kappa)
-    assert settings_of("--samples", "7") == (7, 100, 2, 1, kappa)
+    twist = SMC_DEFAULTS["twist_variance"], SMC_DEFAULTS["twist_crossover"]
+    assert settings_of() == (96, 100, 2, 12, *twist)  # islands of 8 unless told
+    assert settings_of("--samples", "100") == (100, 100, 2, 10, *twist)
+    assert settings_of("--samples", "7") == (7, 100, 2, 1, *twist)
     assert settings_of("--moves", "0", "--samples", "256", "--islands", "8") == (
-        256, 100, 0, 8, kappa)
-    assert settings_of("--twist-variance", "0") == (96, 100, 2, 12, 0.0)
-    assert settings_of("--sampler", "dps") == (50, 200, 0, 1, 1.0)
+        256, 100, 0, 8, *twist)
+    assert settings_of("--twist-variance", "0") == (96, 100, 2, 12, 0.0, twist[1])
+    assert settings_of("--twist-crossover", "0.5") == (96, 100, 2, 12, twist[0], 0.5)
+    assert settings_of("--sampler", "dps") == (50, 200, 0, 1, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"`--samples` 96 must be a multiple of `--islands` 5"):
         settings_of("--islands", "5")
     with pytest.raises(ValueError, match=r"`--twist-variance` applies to `--sampler smc` only"):
         settings_of("--sampler", "dps", "--twist-variance", "0.5")
-    for bad in ("-0.5", "inf", "nan", "sharp"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["invert", "--task", "deblur", "--twist-variance", bad])
+    with pytest.raises(ValueError, match=r"`--twist-crossover` applies to `--sampler smc` only"):
+        settings_of("--sampler", "dps", "--twist-crossover", "0.1")
+    for flag in ("--twist-variance", "--twist-crossover"):
+        for bad in ("-0.5", "inf", "nan", "sharp"):
+            with pytest.raises(SystemExit):
+                parser.parse_args(["invert", "--task", "deblur", flag, bad])
 
 
-def test_invert_passes_the_twist_variance_to_smc():
-    """The twist variance reaches the SMC sampler that `fsdiff invert` builds."""
+def test_invert_passes_the_twist_to_smc():
+    """The twist variance and crossover reach the SMC sampler that `fsdiff invert` builds."""
     from numpyro_fsdiff import pretrained
     from numpyro_fsdiff.cli._tasks import make_sampler
     from numpyro_fsdiff.inverse import SMC
 
     ckpt = pretrained("mnist")
     sampler = make_sampler("smc", ckpt, num_samples=16, num_warmup=1, num_chains=1, steps=4,
-                           guidance=1.0, move_steps=0, num_islands=2, twist_variance=0.25)
+                           guidance=1.0, move_steps=0, num_islands=2, twist_variance=0.25,
+                           twist_crossover=0.1)
     assert isinstance(sampler, SMC) and sampler.twist_variance == 0.25
+    assert sampler.twist_crossover == 0.1
     assert sampler.num_islands == 2 and sampler.num_particles == 16
 
 

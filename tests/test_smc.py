@@ -127,6 +127,29 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(
         assert bool(jnp.all(jnp.isnan(first.move_acceptance)))
 
 
+def test_twist_crossover_restores_the_log_evidence_of_a_sharp_twist(x64):
+    # A sharp twist (kappa 0.1) is overconfident as t -> 0, where (sigma_t^2/m_t^2) Q_pix is
+    # the exact spread of X_0 given x_t for any data: its log-evidence falls well below the
+    # closed form. Returning kappa_t to 1 below the data's scale (C = 9 Q_pix here) mends it.
+    grid, sde, score, operator, sigma, y = _gaussian_problem("inpaint")
+    eigenvalues = score.marginal_eigenvalues(T_EPS)
+    np.testing.assert_allclose(eigenvalues, 9.0 * sde.covariance.eigenvalues(grid), rtol=0.05)
+    a = operator.matrix(grid)
+    gram = a @ _pixel_covariance(eigenvalues, grid) @ a.T + sigma**2 * jnp.eye(a.shape[0])
+    exact_log_z = jax.scipy.stats.multivariate_normal.logpdf(
+        jnp.ravel(y), jnp.zeros(a.shape[0]), gram
+    )
+    likelihood = GaussianLikelihood(y, operator, grid, sigma)
+    z = {
+        crossover: _z([r.log_evidence for r in _runs(
+            SMC(score, sde, num_particles=256, steps=50, num_islands=4, twist_variance=0.1,
+                twist_crossover=crossover), likelihood, grid, range(RUNS))], exact_log_z)
+        for crossover in (0.0, 9.0)
+    }
+    assert abs(z[9.0]) < 3, z
+    assert z[0.0] < -3, z
+
+
 def test_without_data_the_particles_are_draws_of_the_solver_chain(x64):
     """With a flat likelihood (no twist, uniform weights) SMC's particles are draws of its
     prior chain: their power per Fourier mode matches `fsd.sample`'s draws of the same
@@ -352,6 +375,7 @@ def test_invalid_arguments_are_named():
         (dict(ess_threshold=1.5), r"`ess_threshold` must be"),
         (dict(resampler="ssp"), r"`resampler` must be"),
         (dict(twist_variance=-1.0), r"`twist_variance` must be"),
+        (dict(twist_crossover=-0.1), r"`twist_crossover` must be >= 0"),
         (dict(time_grid="cosine"), r"`time_grid` must be one of"),
         (dict(solver="heun"), r"`solver` must be one of \('euler', 'dpm\+\+2m-sde'\)"),
         (dict(t_eps=2.0), r"`t_eps` must be"),

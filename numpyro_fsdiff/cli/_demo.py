@@ -38,6 +38,7 @@ class DemoSettings:
     smc_moves: int = 2
     smc_islands: int | None = None  # None: islands of about 8, as `fsdiff invert` (20 here)
     smc_twist_variance: float | None = None  # None: `fsdiff invert`'s kappa
+    smc_twist_crossover: float | None = None  # None: `fsdiff invert`'s
     comparison_resolution: int = 28
     comparison_num: int = 64
     comparison_steps: tuple[int, int] = (25, 100)
@@ -121,13 +122,16 @@ def _islands(settings: DemoSettings) -> int:
     return settings.smc_islands
 
 
-def _twist_variance(settings: DemoSettings) -> float:
-    """The demo's SMC twist variance: its own setting, else `fsdiff invert`'s default."""
+def _twist(settings: DemoSettings) -> tuple[float, float]:
+    """The demo's SMC twist variance and crossover: its own settings, else `fsdiff
+    invert`'s defaults."""
     from ._invert import SMC_DEFAULTS
 
-    if settings.smc_twist_variance is None:
-        return SMC_DEFAULTS["twist_variance"]
-    return settings.smc_twist_variance
+    return tuple(
+        SMC_DEFAULTS[name] if value is None else value
+        for name, value in (("twist_variance", settings.smc_twist_variance),
+                            ("twist_crossover", settings.smc_twist_crossover))
+    )
 
 
 def _inverse_problems(settings: DemoSettings, out: Path, progress) -> list[dict]:
@@ -140,7 +144,8 @@ def _inverse_problems(settings: DemoSettings, out: Path, progress) -> list[dict]
                           sampler="smc", num_samples=settings.smc_particles,
                           steps=settings.smc_steps, move_steps=settings.smc_moves,
                           num_islands=_islands(settings),
-                          twist_variance=_twist_variance(settings), seed=settings.seed, out=out)
+                          twist_variance=_twist(settings)[0],
+                          twist_crossover=_twist(settings)[1], seed=settings.seed, out=out)
         report["demo_wall_s"] = time.perf_counter() - start
         reports.append(report)
         progress.update()
@@ -218,7 +223,7 @@ def _report(samples, spectra, inverse, table, total, settings, cutoff_note) -> s
               f"particles in {_islands(settings)} independent islands of "
               f"{settings.smc_particles // _islands(settings)}, along {settings.smc_steps} "
               "reverse-SDE steps, twisted by the likelihood of the denoised estimate (twist "
-              f"variance {_twist_variance(settings)}), adaptive "
+              f"variance {_twist(settings)[0]}, crossover {_twist(settings)[1]}), adaptive "
               f"resampling within each island, and {settings.smc_moves} MALA moves per particle "
               "before each step (resample-move). The posterior's mean, std and 90% coverage use "
               "the particles' weights (the islands pooled with equal weight). One population "

@@ -96,6 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SMC: kappa, the twist's variance factor (default "
                         f"{SMC_DEFAULTS['twist_variance']}; SMC only; smaller is a sharper "
                         "pull towards the data; docs/smc.md, Twist variance)")
+    parser.add_argument("--twist-crossover", type=non_negative_float, default=None,
+                        help="SMC: the noise-to-signal ratio below which the twist's "
+                        "variance factor returns to 1 (default "
+                        f"{SMC_DEFAULTS['twist_crossover']}; SMC only; docs/smc.md, Twist "
+                        "variance)")
     parser.add_argument("--chains", type=positive_int, default=2, help="NUTS chains")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="SMC reverse-SDE steps (default 100), DPS reverse-SDE steps or "
@@ -124,9 +129,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # gained 0.76-2.01 dB over 1 on the four MNIST tasks (test images 0-19, paired), with the
 # same calibration on model draws (docs/smc.md, Twist variance).
 # `islands=None`: islands of about ISLAND_SIZE particles (`default_islands`).
-SMC_DEFAULTS = dict(samples=96, steps=100, moves=2, islands=None, twist_variance=0.25)
-OTHER_DEFAULTS = dict(samples=50, steps=200, moves=0, islands=1, twist_variance=1.0)
-SMC_ONLY = ("moves", "islands", "twist_variance")
+SMC_DEFAULTS = dict(samples=96, steps=100, moves=2, islands=None, twist_variance=0.25,
+                    twist_crossover=0.0)
+OTHER_DEFAULTS = dict(samples=50, steps=200, moves=0, islands=1, twist_variance=1.0,
+                      twist_crossover=0.0)
+SMC_ONLY = ("moves", "islands", "twist_variance", "twist_crossover")
 ISLAND_SIZE = 8
 
 
@@ -136,12 +143,13 @@ def default_islands(samples: int) -> int:
     return next(r for r in range(max(samples // ISLAND_SIZE, 1), 0, -1) if samples % r == 0)
 
 
-def sampler_settings(args) -> tuple[int, int, int, int, float]:
-    """`(samples, steps, moves, islands, twist_variance)`: the command line's, else the
-    sampler's defaults.
+def sampler_settings(args) -> tuple[int, int, int, int, float, float]:
+    """`(samples, steps, moves, islands, twist_variance, twist_crossover)`: the command
+    line's, else the sampler's defaults.
 
-    **Raises:** `ValueError` when `--moves`, `--islands` or `--twist-variance` is given to a
-    sampler other than SMC, or when the particles do not split evenly into the islands.
+    **Raises:** `ValueError` when `--moves`, `--islands`, `--twist-variance` or
+    `--twist-crossover` is given to a sampler other than SMC, or when the particles do not
+    split evenly into the islands.
     """
     for name in SMC_ONLY:
         value = getattr(args, name)
@@ -152,7 +160,7 @@ def sampler_settings(args) -> tuple[int, int, int, int, float]:
                 f"{value} with --sampler {args.sampler}."
             )
     defaults = SMC_DEFAULTS if args.sampler == "smc" else OTHER_DEFAULTS
-    samples, steps, moves, islands, twist_variance = (
+    samples, steps, moves, islands, twist_variance, twist_crossover = (
         default if getattr(args, name) is None else getattr(args, name)
         for name, default in defaults.items()
     )
@@ -163,13 +171,13 @@ def sampler_settings(args) -> tuple[int, int, int, int, float]:
             f"`--samples` {samples} must be a multiple of `--islands` {islands}: each island "
             "holds samples / islands particles."
         )
-    return samples, steps, moves, islands, twist_variance
+    return samples, steps, moves, islands, twist_variance, twist_crossover
 
 
 def run(args) -> int:
     from ._tasks import run_task
 
-    samples, steps, moves, islands, twist_variance = sampler_settings(args)
+    samples, steps, moves, islands, twist_variance, twist_crossover = sampler_settings(args)
     report = run_task(
         task=args.task, checkpoint=args.checkpoint, dataset=args.dataset,
         data_root=args.data_root, image=args.image, resolution=args.resolution,
@@ -177,7 +185,8 @@ def run(args) -> int:
         num_chains=args.chains, steps=steps, ode_steps=args.ode_steps,
         ode_solver=args.ode_solver, max_tree_depth=args.tree_depth, init_steps=args.init_steps,
         mass_matrix=args.mass_matrix, guidance=args.guidance, move_steps=moves,
-        num_islands=islands, twist_variance=twist_variance, seed=args.seed, out=args.out,
+        num_islands=islands, twist_variance=twist_variance, twist_crossover=twist_crossover,
+        seed=args.seed, out=args.out,
     )
     print(json.dumps(report, indent=2))
     return 0

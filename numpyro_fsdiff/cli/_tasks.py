@@ -112,7 +112,8 @@ def _check_data_root(data_root, dataset: str) -> None:
 def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chains: int,
                  steps: int, guidance: float, max_tree_depth: int = 6, init_steps: int = 100,
                  grid_size: int | None = None, mass_matrix: str = "auto", move_steps: int = 0,
-                 num_islands: int = 1, twist_variance: float = 1.0):
+                 num_islands: int = 1, twist_variance: float = 1.0,
+                 twist_crossover: float = 0.0):
     """A sampler of [`posterior`][numpyro_fsdiff.inverse.posterior] by name.
 
     NUTS starts each chain from its own prior draw moved `init_steps` Adam steps uphill
@@ -139,7 +140,8 @@ def make_sampler(name: str, ckpt, *, num_samples: int, num_warmup: int, num_chai
     if name == "smc":
         return SMC(ckpt.model, ckpt.sde, num_particles=num_samples, steps=steps,
                    batch_size=min(num_samples, 256), move_steps=move_steps,
-                   num_islands=num_islands, twist_variance=twist_variance)
+                   num_islands=num_islands, twist_variance=twist_variance,
+                   twist_crossover=twist_crossover)
     raise ValueError(f"`sampler` must be one of {SAMPLERS}; got {name!r}.")
 
 
@@ -165,6 +167,7 @@ def run_task(
     move_steps: int = 0,
     num_islands: int = 1,
     twist_variance: float = 1.0,
+    twist_crossover: float = 0.0,
     seed: int = 0,
     out: str | Path = "invert_out",
 ) -> dict:
@@ -183,7 +186,8 @@ def run_task(
     linearised posterior, `"gaussian"`, on grids of up to 4096 points, numpyro's adaptation on
     larger ones). SMC takes `move_steps` MALA moves per particle before each step,
     splits its `num_samples` particles into `num_islands` independent islands and twists
-    with variance factor `twist_variance` ([`SMC`][numpyro_fsdiff.inverse.SMC]). The truth
+    with variance factor `twist_variance` and crossover `twist_crossover`
+    ([`SMC`][numpyro_fsdiff.inverse.SMC]). The truth
     at another resolution is the band-limited (spectral) resampling of the 28 x 28 image.
 
     **Which flow solver.** The flow ends at $t_\varepsilon = 10^{-3}$, where the drift is
@@ -247,7 +251,7 @@ def run_task(
                           max_tree_depth=max_tree_depth, init_steps=init_steps,
                           grid_size=grid.size, mass_matrix=mass_matrix,
                           move_steps=move_steps, num_islands=num_islands,
-                          twist_variance=twist_variance)
+                          twist_variance=twist_variance, twist_crossover=twist_crossover)
     result = posterior(y, operator, prior, chosen, key=key_post, grid=grid, noise=noise,
                        truth=truth, data_range=2.0)
     per_step, initial = score_evaluations_per_step(solver)

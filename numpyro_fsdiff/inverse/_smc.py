@@ -194,11 +194,23 @@ class SMC(AbstractSampler):
     [`GaussianLikelihood`][numpyro_fsdiff.inverse.GaussianLikelihood] the twist also
     carries the spread of $X_0$ given $x_t$:
 
-    $$\tilde p_t(y \mid x_t) = N\Big(y;\ A\hat x_0(x_t),\ \sigma^2 I + \kappa\,
-    \frac{\sigma_t^2}{m_t^2}\, A Q_{\mathrm{pix}} A^\top\Big),$$
+    $$\tilde p_t(y \mid x_t) = N\Big(y;\ A\hat x_0(x_t),\ \sigma^2 I + \kappa_t\,
+    \frac{\sigma_t^2}{m_t^2}\, A Q_{\mathrm{pix}} A^\top\Big), \qquad \kappa_t = \kappa +
+    (1 - \kappa)\,\frac{c}{c + \sigma_t^2/m_t^2},$$
 
     with $\kappa$ = `twist_variance` (1 by default; 0 gives Wu et al.'s $N(y; A\hat x_0,
-    \sigma^2 I)$). $(\sigma_t^2/m_t^2) Q_{\mathrm{pix}}$ is the covariance of $X_0$ given
+    \sigma^2 I)$) and $c$ = `twist_crossover` (0 by default: $\kappa_t = \kappa$). A
+    $\kappa < 1$ pulls the particles towards the data harder; the crossover returns
+    $\kappa_t$ to 1 once the noise-to-signal ratio $\sigma_t^2/m_t^2$ falls below $c$, where
+    $(\sigma_t^2/m_t^2) Q_{\mathrm{pix}}$ is the exact spread for any data (below) and a
+    sharper twist only makes the weights vary more; $c$ of about the data's variance in
+    units of $Q_{\mathrm{pix}}$ leaves the twist sharp only where the flat-prior spread
+    overstates the data's. On the Gaussian inpainting problem of
+    `benchmarks/results/smc.md` ("The twist's spread and the log-evidence"; 28 x 28, data
+    variance 0.4, 96 particles in 12 islands), $\log\hat Z$ is 519 nats below the closed
+    form with $\kappa = 0.1$, 41 with $c = 0.01$, 8 with $c = 0.1$, and 16 with $\kappa = 1$.
+
+    $(\sigma_t^2/m_t^2) Q_{\mathrm{pix}}$ is the covariance of $X_0$ given
     $x_t$ under a flat prior, the limit that the exact $\sigma_t^2 C Q/(m_t^2 C + \sigma_t^2
     Q)$ of Gaussian data $N(0, C)$ reaches as $t \to 0$, where the weights degenerate
     otherwise; it also keeps the guided Euler step stable at small $\sigma$ (its stiffness
@@ -330,6 +342,7 @@ class SMC(AbstractSampler):
     - `t_eps`: the final time $t_\varepsilon$.
     - `batch_size`: how many particles are propagated together (vectorised) at a time.
     - `twist_variance`: $\kappa \ge 0$ of the Gaussian twist above.
+    - `twist_crossover`: $c \ge 0$ of the Gaussian twist above.
     - `exact_last_step`: draw the last step from its locally optimal proposal (above).
     - `move_steps`: MALA moves per particle before each step (0 by default: none; see
       **Moves** above). Not available to [`ParticleGibbs`][numpyro_fsdiff.inverse.ParticleGibbs].
@@ -388,6 +401,7 @@ class SMC(AbstractSampler):
     t_eps: float = eqx.field(static=True, default=1e-3)
     batch_size: int = eqx.field(static=True, default=256)
     twist_variance: float = eqx.field(static=True, default=1.0)
+    twist_crossover: float = eqx.field(static=True, default=0.0)
     exact_last_step: bool = eqx.field(static=True, default=True)
     time_grid: str = eqx.field(static=True, default="log-snr")
     move_steps: int = eqx.field(static=True, default=0)
@@ -418,6 +432,8 @@ class SMC(AbstractSampler):
             raise ValueError(f"`ess_threshold` must be in [0, 1]; got {self.ess_threshold!r}.")
         if not self.twist_variance >= 0:
             raise ValueError(f"`twist_variance` must be >= 0; got {self.twist_variance!r}.")
+        if not self.twist_crossover >= 0:
+            raise ValueError(f"`twist_crossover` must be >= 0; got {self.twist_crossover!r}.")
         if self.time_grid not in TIME_GRIDS:
             raise ValueError(f"`time_grid` must be one of {TIME_GRIDS}; got {self.time_grid!r}.")
         if self.solver not in SMC_SOLVERS:
@@ -704,7 +720,10 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
             x0 = data_prediction(x, s, t)
             mean, std = sde.marginal_coefficients(t)
             if isinstance(log_likelihood, GaussianLikelihood):
-                extra = sampler.twist_variance * std**2 / mean**2
+                noise_to_signal = std**2 / mean**2
+                kappa, c = sampler.twist_variance, sampler.twist_crossover
+                kappa_t = kappa + (1.0 - kappa) * c / (c + noise_to_signal)
+                extra = kappa_t * noise_to_signal
                 return log_likelihood.twisted(x0, extra, basis), s
             return log_likelihood(x0), s
 
