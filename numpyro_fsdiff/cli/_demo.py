@@ -138,14 +138,15 @@ def _inverse_problems(settings: DemoSettings, out: Path, progress) -> list[dict]
     from ._tasks import run_task
 
     reports = []
+    twist_variance, twist_crossover = _twist(settings)
     for task in settings.inverse_tasks:
         start = time.perf_counter()
         report = run_task(task=task, checkpoint="mnist", resolution=settings.inverse_resolution,
                           sampler="smc", num_samples=settings.smc_particles,
                           steps=settings.smc_steps, move_steps=settings.smc_moves,
                           num_islands=_islands(settings),
-                          twist_variance=_twist(settings)[0],
-                          twist_crossover=_twist(settings)[1], seed=settings.seed, out=out)
+                          twist_variance=twist_variance, twist_crossover=twist_crossover,
+                          seed=settings.seed, out=out)
         report["demo_wall_s"] = time.perf_counter() - start
         reports.append(report)
         progress.update()
