@@ -69,6 +69,13 @@ def _runs(sampler, likelihood, grid, seeds):
     return [sampler.run_likelihood(likelihood, grid, key=jax.random.key(int(s))) for s in seeds]
 
 
+def _exact_log_evidence(y, operator, eigenvalues, grid, sigma):
+    """log N(y; 0, A S A^T + sigma^2 I), S the pixel covariance of `eigenvalues`."""
+    a = operator.matrix(grid)
+    gram = a @ _pixel_covariance(eigenvalues, grid) @ a.T + sigma**2 * jnp.eye(a.shape[0])
+    return jax.scipy.stats.multivariate_normal.logpdf(jnp.ravel(y), jnp.zeros(a.shape[0]), gram)
+
+
 def _z(estimates, exact):
     estimates = np.asarray(estimates)
     se = estimates.std(axis=0, ddof=1) / np.sqrt(len(estimates))
@@ -97,11 +104,7 @@ def test_linear_gaussian_posterior_and_evidence_are_exact(
     eigenvalues = score.marginal_eigenvalues(T_EPS)
     mean, cov = gaussian_posterior(y, operator, eigenvalues, grid, sigma)
     std = jnp.sqrt(jnp.diag(cov)).reshape(grid.shape)
-    a = operator.matrix(grid)
-    gram = a @ _pixel_covariance(eigenvalues, grid) @ a.T + sigma**2 * jnp.eye(a.shape[0])
-    exact_log_z = jax.scipy.stats.multivariate_normal.logpdf(
-        jnp.ravel(y), jnp.zeros(a.shape[0]), gram
-    )
+    exact_log_z = _exact_log_evidence(y, operator, eigenvalues, grid, sigma)
     sampler = SMC(score, sde, num_particles=256, steps=50, time_grid=time_grid,
                   move_steps=move_steps, num_islands=islands, solver=solver)
     runs = _runs(sampler, GaussianLikelihood(y, operator, grid, sigma), grid, range(RUNS))
@@ -134,11 +137,7 @@ def test_twist_crossover_restores_the_log_evidence_of_a_sharp_twist(x64):
     grid, sde, score, operator, sigma, y = _gaussian_problem("inpaint")
     eigenvalues = score.marginal_eigenvalues(T_EPS)
     np.testing.assert_allclose(eigenvalues, 9.0 * sde.covariance.eigenvalues(grid), rtol=0.05)
-    a = operator.matrix(grid)
-    gram = a @ _pixel_covariance(eigenvalues, grid) @ a.T + sigma**2 * jnp.eye(a.shape[0])
-    exact_log_z = jax.scipy.stats.multivariate_normal.logpdf(
-        jnp.ravel(y), jnp.zeros(a.shape[0]), gram
-    )
+    exact_log_z = _exact_log_evidence(y, operator, eigenvalues, grid, sigma)
     likelihood = GaussianLikelihood(y, operator, grid, sigma)
     z = {
         crossover: _z([r.log_evidence for r in _runs(

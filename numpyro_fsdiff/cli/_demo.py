@@ -185,6 +185,7 @@ def _solver_comparison(ckpt, settings: DemoSettings, out: Path, progress) -> tup
 
 def _report(samples, spectra, inverse, table, total, settings, cutoff_note) -> str:
     nan = float("nan")
+    twist_variance, twist_crossover = _twist(settings)
     lines = ["# numpyro_fsdiff demo report", "",
              f"Pretrained MNIST FNO prior, offline. Total wall time {total:.0f} s "
              "(compilation included).", "", "## 1. Samples at three resolutions", "",
@@ -224,7 +225,7 @@ def _report(samples, spectra, inverse, table, total, settings, cutoff_note) -> s
               f"particles in {_islands(settings)} independent islands of "
               f"{settings.smc_particles // _islands(settings)}, along {settings.smc_steps} "
               "reverse-SDE steps, twisted by the likelihood of the denoised estimate (twist "
-              f"variance {_twist(settings)[0]}, crossover {_twist(settings)[1]}), adaptive "
+              f"variance {twist_variance}, crossover {twist_crossover}), adaptive "
               f"resampling within each island, and {settings.smc_moves} MALA moves per particle "
               "before each step (resample-move). The posterior's mean, std and 90% coverage use "
               "the particles' weights (the islands pooled with equal weight). One population "

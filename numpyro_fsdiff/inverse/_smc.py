@@ -720,10 +720,11 @@ def _smc(sampler: SMC, log_likelihood, grid: Grid, key, mesh, reference=None, ke
             x0 = data_prediction(x, s, t)
             mean, std = sde.marginal_coefficients(t)
             if isinstance(log_likelihood, GaussianLikelihood):
-                noise_to_signal = std**2 / mean**2
                 kappa, c = sampler.twist_variance, sampler.twist_crossover
-                kappa_t = kappa + (1.0 - kappa) * c / (c + noise_to_signal)
-                extra = kappa_t * noise_to_signal
+                kappa_t = kappa + (1.0 - kappa) * c / (c + std**2 / mean**2)
+                # kappa_t * std^2 / mean^2 in this order: with c = 0 (kappa_t = kappa
+                # exactly) the draws are those of the twist before the crossover, bit for bit
+                extra = kappa_t * std**2 / mean**2
                 return log_likelihood.twisted(x0, extra, basis), s
             return log_likelihood(x0), s
 
