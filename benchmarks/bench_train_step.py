@@ -92,6 +92,8 @@ def _benchmark(args, path: str, model_name: str, key) -> dict:
             width=args.width,
             depth=args.depth,
             projection_dim=args.projection_dim,
+            cutoff=args.cutoff,
+            local_kernel=args.local_kernel,
             key=key,
         )
     else:
@@ -175,6 +177,8 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--projection-dim", type=int, default=128)
+    parser.add_argument("--cutoff", type=int, default=None, help="band cutoff K of the FNO")
+    parser.add_argument("--local-kernel", type=int, default=None, help="needs --cutoff")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed run")
     parser.add_argument("--path", nargs="+", default=["batched"], choices=["batched", "vmap"])

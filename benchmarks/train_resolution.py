@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,17 +87,25 @@ def warm_start(network: FNO, checkpoint: str) -> FNO:
     """`network` (with its cutoff) carrying the weights of a checkpoint of the same shapes.
 
     The cutoff is a static field, so the weights move over leaf by leaf; a checkpoint of
-    another architecture is refused by name.
+    another architecture is refused by name. A checkpoint without local convolutions warm-starts
+    a network with them: those start at zero (`LocalConv`), so the network starts as the
+    checkpoint's function.
     """
     old = load_checkpoint_or_pretrained(checkpoint)
     old_leaves, _ = jax.tree_util.tree_flatten(old.network)
+    local = network.local
+    if local is not None and old.network.local is None:
+        network = eqx.tree_at(lambda n: n.local, network, None, is_leaf=lambda x: x is None)
     new_leaves, treedef = jax.tree_util.tree_flatten(network)
     shapes = [jnp.shape(x) for x in old_leaves], [jnp.shape(x) for x in new_leaves]
     if shapes[0] != shapes[1]:
         raise ValueError(
             f"--init {checkpoint}: its network's weights do not match --modes/--width/--depth"
         )
-    return jax.tree_util.tree_unflatten(treedef, old_leaves)
+    warm = jax.tree_util.tree_unflatten(treedef, old_leaves)
+    if local is not None and warm.local is None:
+        warm = eqx.tree_at(lambda n: n.local, warm, local, is_leaf=lambda x: x is None)
+    return warm
 
 
 def model_card(summary: dict, network: dict) -> str:
@@ -142,6 +151,7 @@ def train_one(args, dataset: str) -> dict:
         embedding_dim=64,
         projection_dim=64,
         cutoff=args.cutoff,
+        local_kernel=args.local_kernel,
         key=jax.random.key(args.seed),
     )
     if args.init is not None:
@@ -270,6 +280,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", type=int, default=10)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--local-kernel", type=int, default=None, help="k x k local convolutions")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=None)

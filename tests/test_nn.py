@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import numpyro_fsdiff as fsd
-from numpyro_fsdiff.nn import FNO, SpectralConv2d, TimeEmbedding, UNet, kept_modes
+from numpyro_fsdiff.nn import FNO, LocalConv, SpectralConv2d, TimeEmbedding, UNet, kept_modes
 from numpyro_fsdiff.nn._fno import check_inputs
 from numpyro_fsdiff.nn._spectral import spectral_conv_reference
 
@@ -231,7 +231,60 @@ def test_no_complex_leaves():
             assert jnp.issubdtype(leaf.dtype, jnp.floating), leaf.dtype
 
 
-@pytest.mark.parametrize("make", [small_fno, small_unet])
+def small_local_fno(key=0):
+    return small_fno(key, cutoff=3, local_kernel=3)
+
+
+def with_random_local_weights(model, key):
+    """`model` with nonzero local convolutions (they start at zero)."""
+    keys = jax.random.split(key, len(model.local))
+    local = tuple(
+        eqx.tree_at(lambda c: c.weight, conv, 0.3 * jax.random.normal(k, conv.weight.shape))
+        for conv, k in zip(model.local, keys)
+    )
+    return eqx.tree_at(lambda m: m.local, model, local)
+
+
+def test_local_conv_is_the_periodic_stencil_sum(key):
+    conv = LocalConv(3, 4, 3)
+    np.testing.assert_array_equal(conv.weight, 0.0)
+    weight = jax.random.normal(key, conv.weight.shape)
+    conv = eqx.tree_at(lambda c: c.weight, conv, weight)
+    v = jax.random.normal(jax.random.key(1), (7, 5, 2, 3))  # (n2, n1, batch, channels)
+    expected = sum(
+        np.roll(np.asarray(v), (-dy, -dx), axis=(0, 1)) @ np.asarray(weight[dy + 1, dx + 1])
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
+    np.testing.assert_allclose(eqx.filter_jit(conv)(v), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_local_kernel_starts_as_the_same_function_and_stays_grid_consistent(key):
+    plain, local = small_fno(cutoff=3), small_local_fno()
+    assert local.config["local_kernel"] == 3 and "local_kernel" not in plain.config
+    base = fsd.band_limit(jax.random.normal(key, (2, 8, 8)), 3)
+    ts = jnp.array([0.2, 0.7])
+    # Equal up to float rounding (adding zeros changes how XLA fuses the layer).
+    np.testing.assert_allclose(
+        call_batched(local, base, ts)[0], call_batched(plain, base, ts)[0], atol=1e-6
+    )
+
+    # The local weights learn: the loss has a gradient in them.
+    sde = fsd.VPSDE(fsd.covariance.Matern(alpha=2.0, tau=3.0))
+    grads = eqx.filter_jit(eqx.filter_grad(fsd.dsm_loss))(local, sde, base, jax.random.key(3))
+    assert all(float(jnp.max(jnp.abs(c.weight))) > 0 for c in grads.local)
+
+    # With nonzero weights the network changes, and is still one function of the band on
+    # every grid (the stencil acts on the fixed band grid).
+    trained = with_random_local_weights(local, jax.random.key(4))
+    ref = call_batched(trained, base, ts)[0]
+    assert float(jnp.linalg.norm(ref - call_batched(plain, base, ts)[0])) > 0.1
+    for n in (16, 21):
+        out = call_batched(trained, fsd.resample(base, (n, n)), ts)[0]
+        np.testing.assert_allclose(fsd.resample(out, (8, 8)), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [small_fno, small_unet, small_local_fno])
 def test_rebuild_from_config_and_deserialise(make, key):
     model = make(key=1)
     config = json.loads(json.dumps(model.config))
@@ -276,6 +329,10 @@ def test_bad_arguments_raise():
         FNO(modes=0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`embedding_dim`"):
         FNO(embedding_dim=7, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`local_kernel` must be odd"):
+        FNO(cutoff=13, local_kernel=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`local_kernel` needs `cutoff`"):
+        FNO(local_kernel=3, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`channels`"):
         UNet(channels=(), key=jax.random.key(0))
     # Wrong shapes: a ValueError naming the argument (a TypeError from the jaxtyping
