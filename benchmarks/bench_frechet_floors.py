@@ -13,15 +13,13 @@ Writes `<out>.json` and `<out>.md`.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import jax.numpy as jnp
-from bench_resolution import subset_orders
+from bench_resolution import subset_orders, write_results
 
 from numpyro_fsdiff._classifier import classifier_features, load_classifier
-from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -79,11 +77,7 @@ def main(argv=None) -> int:
     for a, b in PAIRS:
         values = " | ".join(f"{result['frechet'][d][f'{a} | {b}']:.2f}" for d in args.datasets)
         lines.append(f"| {a} | {b} | {values} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.out), result, "\n".join(lines) + "\n")
     return 0
 
 

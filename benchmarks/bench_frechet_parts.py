@@ -17,17 +17,15 @@ Writes `<out>.json` and `<out>.md`.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-from bench_resolution import FrechetReference, draw, load_model
+from bench_resolution import FrechetReference, draw, load_model, write_results
 
 from numpyro_fsdiff._classifier import predict
-from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -130,11 +128,7 @@ def main(argv=None) -> int:
         train_bootstrap=resampled(training, np.ones(args.num), ref, args.draws, args.seed),
     )
     result["wall_time_s"] = time.perf_counter() - start
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
-    write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    write_results(Path(args.out), result, markdown(result))
     return 0
 
 

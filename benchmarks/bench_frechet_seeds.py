@@ -13,16 +13,14 @@ Writes `<out>.json` and `<out>.md`.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-from bench_resolution import FrechetReference, draw, load_model
+from bench_resolution import FrechetReference, draw, load_model, write_results
 
-from numpyro_fsdiff._io import write_text
 from numpyro_fsdiff.data import load
 
 
@@ -97,11 +95,7 @@ def main(argv=None) -> int:
         frechet=frechet,
         wall_time_s=time.perf_counter() - start,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
-    write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    write_results(Path(args.out), result, markdown(result))
     return 0
 
 

@@ -223,6 +223,15 @@ def quality(samples: dict, ckpt, reference: FrechetReference):
     return out
 
 
+def write_results(out: Path, result: dict, text: str) -> None:
+    """`<out>.json` (the result) and `<out>.md` (its table `text`), each written whole; and the
+    table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
+    write_text(out.with_suffix(".md"), text)
+    print(text)
+
+
 def markdown(result) -> str:
     lines = [
         f"# Resolution consistency: `{result['checkpoint']}`",
@@ -418,9 +427,7 @@ def main(argv=None) -> int:
         spectrum_png=png.name,
         wall_time_s=time.perf_counter() - start,
     )
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
-    write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    write_results(out, result, markdown(result))
     return 0
 
 

@@ -70,9 +70,9 @@ class LocalConv(eqx.Module):
     def __call__(self, v: Float[Array, "n2 n1 batch c"]) -> Float[Array, "n2 n1 batch o"]:
         """The convolution with periodic boundaries, as one matrix product over the stacked
         shifted copies of `v`."""
-        # Not `lax.conv_general_dilated`: XLA on CPU runs a convolution inside a loop (every
-        # sampler's) about 100 times slower than at top level; a matrix product it runs fast
-        # everywhere.
+        # Not `lax.conv_general_dilated`: inside a loop (every sampler's) XLA on CPU ran it
+        # about 10 times slower than at top level (10 steps on a batch of 256 at 28 x 28:
+        # 67 s, against 5.9 s for this matrix product), which it runs fast everywhere.
         size, n2, n1 = self.weight.shape[0], v.shape[0], v.shape[1]
         half = size // 2
         padded = jnp.pad(v, ((half, half), (half, half), (0, 0), (0, 0)), mode="wrap")
