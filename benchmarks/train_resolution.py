@@ -91,21 +91,17 @@ def warm_start(network: FNO, checkpoint: str) -> FNO:
     a network with them: those start at zero (`LocalConv`), so the network starts as the
     checkpoint's function.
     """
-    old = load_checkpoint_or_pretrained(checkpoint)
-    old_leaves, _ = jax.tree_util.tree_flatten(old.network)
-    local = network.local
-    if local is not None and old.network.local is None:
-        network = eqx.tree_at(lambda n: n.local, network, None, is_leaf=lambda x: x is None)
+    old = load_checkpoint_or_pretrained(checkpoint).network
+    if network.local is not None and old.local is None:
+        old = eqx.tree_at(lambda n: n.local, old, network.local, is_leaf=lambda x: x is None)
+    old_leaves, _ = jax.tree_util.tree_flatten(old)
     new_leaves, treedef = jax.tree_util.tree_flatten(network)
     shapes = [jnp.shape(x) for x in old_leaves], [jnp.shape(x) for x in new_leaves]
     if shapes[0] != shapes[1]:
         raise ValueError(
             f"--init {checkpoint}: its network's weights do not match --modes/--width/--depth"
         )
-    warm = jax.tree_util.tree_unflatten(treedef, old_leaves)
-    if local is not None and warm.local is None:
-        warm = eqx.tree_at(lambda n: n.local, warm, local, is_leaf=lambda x: x is None)
-    return warm
+    return jax.tree_util.tree_unflatten(treedef, old_leaves)
 
 
 def model_card(summary: dict, network: dict) -> str:

@@ -194,7 +194,6 @@ class FNO(eqx.Module):
     projection_dim: int = eqx.field(static=True)
     max_frequency: float = eqx.field(static=True)
     cutoff: int | None = eqx.field(static=True)
-    local_kernel: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -224,7 +223,6 @@ class FNO(eqx.Module):
                     "`local_kernel` needs `cutoff`: a stencil of grid points is the same "
                     "operator on every grid only on the fixed band grid."
                 )
-        self.local_kernel = local_kernel
         keys = jax.random.split(key, 4 + 3 * depth)
         self.lift = Pointwise(5, width, key=keys[0])
         self.time_embedding = TimeEmbedding(
@@ -241,6 +239,11 @@ class FNO(eqx.Module):
             if local_kernel is None
             else tuple(LocalConv(width, width, local_kernel) for _ in range(depth))
         )
+
+    @property
+    def local_kernel(self) -> int | None:
+        """The side of the local convolutions, or `None` without them."""
+        return None if self.local is None else self.local[0].weight.shape[0]
 
     @property
     def config(self) -> dict:
