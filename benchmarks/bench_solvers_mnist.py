@@ -92,6 +92,9 @@ def main():
                         help="the final time of every solve (Tweedie denoising from there)")
     parser.add_argument("--eta", type=float, default=1.0,
                         help="the share of the noise that 'dpm++2m-sde' keeps (1: reverse SDE)")
+    parser.add_argument("--time-power", type=float, default=None, metavar="RHO",
+                        help="replace the uniform grids by t = t_eps + (T - t_eps) u^RHO, u "
+                        "uniform (RHO > 1: steps denser near t_eps)")
     parser.add_argument("--select", nargs="+", default=None,
                         help="run only the configurations whose label contains one of these")
     parser.add_argument("--sweep", type=int, nargs="+", default=None, metavar="STEPS",
@@ -128,6 +131,13 @@ def main():
         if args.select and not any(part in label for part in args.select):
             continue
         config = fsd.SolverConfig(solver, steps=steps, time_grid=time_grid, clock=clock)
+        if args.time_power is not None and time_grid == "uniform":
+            u = np.linspace(1.0, 0.0, steps + 1)
+            T = ckpt.sde.T
+            times = args.t_eps + (T - args.t_eps) * u**args.time_power
+            times[0], times[-1] = T, args.t_eps
+            config = fsd.SolverConfig(solver, times=jnp.asarray(times), clock=clock)
+            label += f", t = u^{args.time_power:g}"
         values = []
         for seed in args.seeds:
             x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(seed),
@@ -162,8 +172,9 @@ def main():
         + (f" --sweep {' '.join(map(str, args.sweep))}" if args.sweep else "")
         + (f" --t-eps {args.t_eps:g}" if args.t_eps != 1e-3 else "")
         + (f" --eta {args.eta:g}" if args.eta != 1.0 else "")
+        + (f" --time-power {args.time_power:g}" if args.time_power is not None else "")
         + (f" --select {' '.join(repr(x) for x in args.select)}" if args.select else "")
-        + f" --out {args.out}`",
+        + (f" --out {args.out}" if args.out else "") + "`",
         *(
             [f"Rows give the mean +- std over the {len(args.seeds)} sampling seeds (the test "
              "images fixed)."]

@@ -13,6 +13,10 @@ from ._sde import VPSDE
 NoisePredictor = Callable[[Field, Scalar], Field]
 """A network $\\varepsilon_\\theta(x, t)$ on one field that predicts the noise $\\eta$."""
 
+TimeSampler = Callable[[PRNGKeyArray, tuple[int, ...]], Array]
+"""`(key, shape) -> t`: draws the training times of a batch (see
+[`dsm_loss`][numpyro_fsdiff.dsm_loss])."""
+
 
 def network_cutoff(network) -> int | None:
     """The band cutoff $K$ a network carries (`FNO(cutoff=K)`), or `None` for none."""
@@ -109,6 +113,7 @@ def dsm_loss(
     t_eps: ScalarLike = 1e-3,
     batched: bool = False,
     cutoff: int | None = None,
+    time_sampler: TimeSampler | None = None,
 ) -> Scalar:
     r"""The denoising score-matching loss with weight $w(t) = \sigma_t^2$ (noise prediction),
 
@@ -134,6 +139,10 @@ def dsm_loss(
     - `cutoff`: the band cutoff $K$ of the score (default the network's own, as for
       [`NoisePredictionScore`][numpyro_fsdiff.NoisePredictionScore]); the prediction is then
       $\varepsilon_{\mathrm{eff}}$ of [`band_limited_noise`][numpyro_fsdiff.band_limited_noise].
+    - `time_sampler`: `(key, shape) -> t`, the times of the batch drawn from another density
+      $p(t)$ on $[t_\varepsilon, T]$ (the caller keeps them there), which replaces
+      $t \sim U(t_\varepsilon, T)$: the loss is then $\mathbb{E}_{t \sim p}$, a different
+      weighting of the times. `None` (default) is the uniform draw.
 
     With a cutoff, the loss is still the full $\mathbb{E}\|\varepsilon_{\mathrm{eff}} -
     \eta\|^2_{L^2(D)}$ of the score used for sampling, so numbers stay comparable with an
@@ -145,7 +154,10 @@ def dsm_loss(
     **Returns:** the batch mean of the loss, a scalar.
     """
     time_key, noise_key = jax.random.split(key)
-    t = jax.random.uniform(time_key, x0.shape[:1], minval=t_eps, maxval=sde.T)
+    if time_sampler is None:
+        t = jax.random.uniform(time_key, x0.shape[:1], minval=t_eps, maxval=sde.T)
+    else:
+        t = jnp.broadcast_to(time_sampler(time_key, x0.shape[:1]), x0.shape[:1])
     xt, eta = sde.perturb(noise_key, x0, t, grid=grid)
     grid = grid if grid is not None else Grid(x0.shape[-2:])
     cutoff = network_cutoff(network) if cutoff is None else int(cutoff)

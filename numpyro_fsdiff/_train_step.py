@@ -12,7 +12,7 @@ import optax
 
 from ._custom_types import Array, Float, PRNGKeyArray
 from ._grid import Grid
-from ._loss import dsm_loss
+from ._loss import TimeSampler, dsm_loss
 from ._sde import VPSDE
 from ._train_config import Level, TrainConfig
 
@@ -82,6 +82,7 @@ def train_step(
     t_eps: float | Array = 1e-3,
     ema_decay: float | Array = 0.999,
     batched: bool = False,
+    time_sampler: TimeSampler | None = None,
 ) -> tuple[TrainState, Float[Array, ""]]:
     r"""One optimiser step on [`dsm_loss`][numpyro_fsdiff.dsm_loss]: pure and jit-compiled.
 
@@ -100,6 +101,8 @@ def train_step(
     - `sde`, `grid`, `t_eps`: as in [`dsm_loss`][numpyro_fsdiff.dsm_loss].
     - `ema_decay`: $d$.
     - `batched`: use `network.batched(xs, ts)` rather than `jax.vmap` (static).
+    - `time_sampler`: the training times' density, as in [`dsm_loss`][numpyro_fsdiff.dsm_loss]
+      (static; [`train`][numpyro_fsdiff.train] draws them uniformly).
 
     **Returns:** `(state, loss)`: the state after the step and the loss $L(\theta_n)$.
 
@@ -123,7 +126,8 @@ def train_step(
 
     def loss_fn(p):
         network = eqx.combine(p, static)
-        return dsm_loss(network, sde, batch, key, grid=grid, t_eps=t_eps, batched=batched)
+        return dsm_loss(network, sde, batch, key, grid=grid, t_eps=t_eps, batched=batched,
+                        time_sampler=time_sampler)
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)

@@ -1,5 +1,7 @@
 """The band-limited construction: a learned law that is a measure on functions (issue #18)."""
 
+from functools import partial
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -224,3 +226,67 @@ def test_batched_score_and_sampling_keep_the_band_construction():
     fast, _ = fs.sample(score, sde, grid, as_one_state=True, **kwargs)
     slow, _ = fs.sample(score, sde, grid, as_one_state=False, **kwargs)
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+def test_dsm_loss_at_one_time_is_the_exact_posterior_noise_variance():
+    # Data N(0, C), the exact noise predictor eps = -sigma_t S: the loss at a fixed t is
+    # E||eta - E[eta | x_t]||^2 = sum_k q_k m^2 c_k / (m^2 c_k + sigma^2 q_k).
+    grid, t = fs.Grid((8, 8)), 0.1
+    sde = fs.VPSDE(Q)
+    exact_score = fs.GaussianScore(C, sde, grid)
+
+    def noise_predictor(x, s):
+        return -sde.marginal_coefficients(s)[1] * exact_score(x, s)
+
+    def at_t(key, shape):
+        return jnp.full(shape, t)
+
+    batches = C.sample(jax.random.key(3), grid, (4000,)).reshape(40, 100, 8, 8)
+    keys = jax.random.split(jax.random.key(4), 40)
+
+    def batch_losses(sampler):
+        loss = partial(fs.dsm_loss, noise_predictor, sde, grid=grid, time_sampler=sampler)
+        return np.asarray(jax.jit(jax.vmap(loss))(batches, keys))
+
+    losses = batch_losses(at_t)
+    c, q = C.eigenvalues(grid), Q.eigenvalues(grid)
+
+    def exact(time):
+        m, s = sde.marginal_coefficients(jnp.asarray(time)[..., None, None])
+        return np.asarray(jnp.sum(q * m**2 * c / (m**2 * c + s**2 * q), axis=(-2, -1)))
+
+    standard_error = losses.std(ddof=1) / np.sqrt(len(losses))
+    assert abs(losses.mean() - exact(t)) < 4 * standard_error
+    # The default draws t ~ U(t_eps, T): the loss is the time average of the same expression.
+    uniform = batch_losses(None)
+    times = np.linspace(1e-3, 1.0, 4001)
+    average = np.trapezoid(exact(times), times) / (1.0 - 1e-3)
+    assert abs(uniform.mean() - average) < 4 * uniform.std(ddof=1) / np.sqrt(len(uniform))
+    assert abs(average - exact(t)) > 0.1 * exact(t)
+
+
+def test_train_step_takes_the_time_sampler_of_its_loss():
+    import optax
+
+    class Scaled(eqx.Module):  # the smallest trainable noise predictor: eps = w x
+        w: jax.Array
+
+        def __call__(self, x, t):
+            return self.w * x
+
+    net = Scaled(jnp.asarray(0.5))
+    sde, grid = fs.VPSDE(Q), fs.Grid((8, 8))
+    batch = C.sample(jax.random.key(1), grid, (4,))
+    optimizer = optax.adam(1e-3)
+    state = fs.TrainState.init(net, optimizer)
+
+    def late(key, shape):
+        return jax.random.uniform(key, shape, minval=0.5, maxval=0.7)
+
+    key = jax.random.key(2)
+    _, loss = fs.train_step(state, batch, key, optimizer=optimizer, sde=sde, grid=grid,
+                            time_sampler=late)
+    expected = fs.dsm_loss(net, sde, batch, key, grid=grid, time_sampler=late)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    uniform = fs.dsm_loss(net, sde, batch, key, grid=grid)
+    assert abs(float(uniform) - float(loss)) > 1e-3 * float(loss)
