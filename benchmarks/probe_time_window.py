@@ -10,6 +10,8 @@ steps, key 0).
 
     python benchmarks/probe_time_window.py --checkpoint fashion-mnist --steps 2000 --fraction 0.5
     python benchmarks/probe_time_window.py --checkpoint fashion-mnist --steps 2000 --fraction 0
+
+`--save DIR` writes the fine-tuned weights as a checkpoint folder (for `bench_frechet_seeds.py`).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import numpy as np
 from bench_resolution import load_model
 
 import numpyro_fsdiff as fs
+from numpyro_fsdiff._checkpoint import save_checkpoint
 from numpyro_fsdiff._classifier import load_classifier, predict
 from numpyro_fsdiff.data import load
 
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num", type=int, default=2000, help="draws for the class mix")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--save", default=None, help="write the fine-tuned EMA weights to this folder")
     args = p.parse_args(argv)
     ckpt, dataset = load_model(args.checkpoint)
     sde, grid = ckpt.sde, ckpt.grid((28, 28))
@@ -73,6 +77,9 @@ def main(argv=None) -> int:
             print(f"step {step}: loss {float(loss):.4f} ({time.perf_counter() - tick:.0f} s)",
                   flush=True)
     train_seconds = time.perf_counter() - tick
+    if args.save:
+        save_checkpoint(args.save, state.ema, sde, scaling=ckpt.scaling, lengths=ckpt.lengths,
+                        step=args.steps, extra=dict(metadata=dict(dataset=dataset)))
     heldout = fs.heldout_loss(state.ema, sde, x_test, shape=(28, 28), repeats=4,
                               key=jax.random.key(12345))
     x, _ = fs.sample(fs.NoisePredictionScore(state.ema, sde), sde, grid, key=jax.random.key(0),
