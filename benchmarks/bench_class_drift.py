@@ -21,10 +21,10 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_resolution import load_model, write_results
+from bench_resolution import class_mix, load_model, write_results
 
 import numpyro_fsdiff as fs
-from numpyro_fsdiff._classifier import load_classifier, predict
+from numpyro_fsdiff._classifier import load_classifier
 from numpyro_fsdiff.data import load
 
 
@@ -73,8 +73,7 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         key = jax.random.fold_in(jax.random.key(args.seed), round(t_start * 1e4))
         x = regenerate(ckpt, x0, t_start, key).reshape(x0.shape)
-        classes = np.asarray(predict(classifier, ckpt.to_pixels(x)))
-        mix = np.bincount(classes, minlength=10) / args.num
+        classes, mix = class_mix(classifier, ckpt.to_pixels(x))
         rows.append(dict(t_start=t_start, mix=mix.tolist(),
                          keep=float(np.mean(classes == labels)),
                          seconds=time.perf_counter() - tick))
@@ -96,8 +95,9 @@ def main(argv=None) -> int:
     if args.out is None:
         print(text)
     else:
-        write_results(Path(args.out), dict(checkpoint=args.checkpoint, num=args.num, seed=args.seed,
-                                     data_mix=data_mix.tolist(), rows=rows), text)
+        result = dict(checkpoint=args.checkpoint, num=args.num, seed=args.seed,
+                      data_mix=data_mix.tolist(), rows=rows)
+        write_results(Path(args.out), result, text)
     return 0
 
 

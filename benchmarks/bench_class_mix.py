@@ -14,12 +14,10 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from bench_resolution import load_model
+from bench_resolution import class_mix, load_model
 
 import numpyro_fsdiff as fs
-from numpyro_fsdiff._classifier import load_classifier, predict
+from numpyro_fsdiff._classifier import load_classifier
 
 
 def main(argv=None) -> int:
@@ -43,8 +41,7 @@ def main(argv=None) -> int:
         x, _ = fs.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(args.seed),
                          solver=solver, steps=int(steps), method=method,
                          num_samples=args.num, batch_size=args.batch_size)
-        classes = np.asarray(predict(classifier, ckpt.to_pixels(jnp.asarray(x))))
-        mix = np.bincount(classes, minlength=10) / args.num
+        _, mix = class_mix(classifier, ckpt.to_pixels(x))
         row = " | ".join(f"{v:.3f}" for v in mix)
         print(f"| {spec} | {row} | {time.perf_counter() - tick:.0f} |", flush=True)
     return 0

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-from bench_resolution import FrechetReference, draw, load_model, write_results
+from bench_resolution import FrechetReference, class_mix, draw, load_model, write_results
 
-from numpyro_fsdiff._classifier import predict
 from numpyro_fsdiff.data import load
 from numpyro_fsdiff.metrics import frechet_distance
 
@@ -107,10 +106,8 @@ def main(argv=None) -> int:
     samples = np.asarray(reference.embed(pixels))
     training = np.asarray(reference.embed(reference.train))
     ref = np.asarray(reference.features)
-    class_samples = np.asarray(predict(reference.classifier, pixels))
-    class_train = np.asarray(predict(reference.classifier, jnp.asarray(reference.train)))
-    mix_samples = np.bincount(class_samples, minlength=10) / args.num
-    mix_train = np.bincount(class_train, minlength=10) / args.num
+    class_samples, mix_samples = class_mix(reference.classifier, pixels)
+    _, mix_train = class_mix(reference.classifier, jnp.asarray(reference.train))
     weights = (mix_train / np.maximum(mix_samples, 1.0 / args.num))[class_samples]
     result = dict(
         command="python benchmarks/bench_frechet_parts.py "

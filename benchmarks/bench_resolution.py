@@ -199,8 +199,7 @@ def quality(samples: dict, ckpt, reference: FrechetReference):
         pixels = ckpt.to_pixels(jnp.asarray(x28[:num]))
         features = reference.embed(pixels)
         fd = reference.of_features(features)
-        counts = np.bincount(np.asarray(predict(reference.classifier, pixels)), minlength=10)
-        counts = counts / num
+        counts = class_mix(reference.classifier, pixels)[1]
         entropy = float(-np.sum(counts[counts > 0] * np.log(counts[counts > 0])))
         out[str(n)] = dict(frechet=fd, ratio_to_floor=fd / floor, class_entropy=entropy)
         if n == 28:
@@ -221,6 +220,12 @@ def quality(samples: dict, ckpt, reference: FrechetReference):
             row["ratio_spectral_to_28"] = row["frechet_spectral"] / out["28"]["frechet"]
             row["ratio_to_area_control"] = row["frechet"] / row["frechet_area_control"]
     return out
+
+
+def class_mix(classifier, pixels) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's class of each image of `pixels` and the share of each of 10 classes."""
+    classes = np.asarray(predict(classifier, pixels))
+    return classes, np.bincount(classes, minlength=10) / classes.shape[0]
 
 
 def write_results(out: Path, result: dict, text: str) -> None:

@@ -130,14 +130,14 @@ def main():
             label += f", eta {args.eta:g}"
         if args.select and not any(part in label for part in args.select):
             continue
-        config = fsd.SolverConfig(solver, steps=steps, time_grid=time_grid, clock=clock)
         if args.time_power is not None and time_grid == "uniform":
             u = np.linspace(1.0, 0.0, steps + 1)
-            T = ckpt.sde.T
-            times = args.t_eps + (T - args.t_eps) * u**args.time_power
-            times[0], times[-1] = T, args.t_eps
+            times = args.t_eps + (ckpt.sde.T - args.t_eps) * u**args.time_power
+            times[0], times[-1] = ckpt.sde.T, args.t_eps  # the ends exact, not to rounding
             config = fsd.SolverConfig(solver, times=jnp.asarray(times), clock=clock)
             label += f", t = u^{args.time_power:g}"
+        else:
+            config = fsd.SolverConfig(solver, steps=steps, time_grid=time_grid, clock=clock)
         values = []
         for seed in args.seeds:
             x, info = fsd.sample(ckpt.model, ckpt.sde, grid, key=jax.random.key(seed),
