@@ -2,7 +2,7 @@
 
 `bench_class_drift.py` puts the Fashion-MNIST model's wrong class mix in t in [0.3, 0.6]. This
 probe fine-tunes the shipped weights for `--steps` AdamW steps (`TrainConfig`'s optimiser,
-`BatchSchedule`'s batches, `train_step` with a `time_sampler`) in which a share `--fraction` of
+`BatchSchedule`'s batches, `train_step` with a `fs.TimeWindow`) in which a share `--fraction` of
 every batch draws its time uniformly in [`--low`, `--high`] and the rest uniformly in
 [t_eps, T] (`--fraction 0` is the control: the uniform draw of `train`). It then reports the
 held-out DSM loss (uniform times) and the class mix of `--num` draws (`dpm++2m-sde`, 40
@@ -22,26 +22,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_resolution import load_model
+from bench_resolution import class_mix, load_model
 
 import numpyro_fsdiff as fs
 from numpyro_fsdiff._checkpoint import save_checkpoint
-from numpyro_fsdiff._classifier import load_classifier, predict
+from numpyro_fsdiff._classifier import load_classifier
 from numpyro_fsdiff.data import load
-
-
-def window_sampler(fraction, low, high, t_eps, T):
-    """`(key, shape) -> t`: the first `round(fraction * n)` times uniform in [low, high], the
-    rest uniform in [t_eps, T]."""
-
-    def draw(key, shape):
-        window_key, uniform_key = jax.random.split(key)
-        in_window = jnp.arange(shape[0]) < round(fraction * shape[0])
-        return jnp.where(in_window,
-                         jax.random.uniform(window_key, shape, minval=low, maxval=high),
-                         jax.random.uniform(uniform_key, shape, minval=t_eps, maxval=T))
-
-    return draw
 
 
 def main(argv=None) -> int:
@@ -65,7 +51,7 @@ def main(argv=None) -> int:
     config = fs.TrainConfig([(28, args.steps)], learning_rate=args.lr, batch_size=args.batch_size)
     optimizer, _ = config.optimizer()
     state = fs.TrainState.init(ckpt.network, optimizer)
-    sampler = window_sampler(args.fraction, args.low, args.high, config.t_eps, sde.T)
+    sampler = fs.TimeWindow(args.fraction, args.low, args.high, t_eps=config.t_eps, T=sde.T)
     batches = fs.BatchSchedule(config, num=x_train.shape[0])
     tick = time.perf_counter()
     for step in range(args.steps):
@@ -84,8 +70,7 @@ def main(argv=None) -> int:
                               key=jax.random.key(12345))
     x, _ = fs.sample(fs.NoisePredictionScore(state.ema, sde), sde, grid, key=jax.random.key(0),
                      solver="dpm++2m-sde", steps=40, num_samples=args.num, batch_size=250)
-    classes = np.asarray(predict(load_classifier(dataset), ckpt.to_pixels(jnp.asarray(x))))
-    mix = np.bincount(classes, minlength=10) / args.num
+    _, mix = class_mix(load_classifier(dataset), ckpt.to_pixels(x))
     print(json.dumps(dict(command="python benchmarks/probe_time_window.py "
                           + " ".join(argv or sys.argv[1:]), heldout_dsm_loss_28=heldout,
                           class_mix=np.round(mix, 3).tolist(), train_seconds=round(train_seconds))))

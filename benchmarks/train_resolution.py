@@ -162,6 +162,8 @@ def train_one(args, dataset: str) -> dict:
     )
     if args.level_schedule is not None:
         common["level_schedule"] = args.level_schedule
+    if args.time_window is not None:
+        common["time_window"] = tuple(args.time_window)
     resolutions = [int(r) for r in args.resolutions.split(",")]
     start = time.perf_counter()
 
@@ -250,6 +252,7 @@ def train_one(args, dataset: str) -> dict:
         heldout_dsm_loss=losses,
         covariance=ckpt.covariance.describe(),
         cutoff=ckpt.model.cutoff,
+        time_window=args.time_window,
         backend=jax.default_backend(),
         command=" ".join(sys.argv),
     )
@@ -288,6 +291,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-heldout", type=int, default=500)
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-window", type=float, nargs=3, default=None,
+                   metavar=("FRACTION", "LOW", "HIGH"),
+                   help="this share of every batch's times in [LOW, HIGH] (train's time_window)")
     p.add_argument("--init", default=None, help="warm start: checkpoint folder or name")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny net, few steps")
     args = p.parse_args(argv)

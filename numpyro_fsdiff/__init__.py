@@ -34,6 +34,7 @@ from ._likelihood import FlowSolution as FlowSolution
 from ._likelihood import HutchinsonDivergence as HutchinsonDivergence
 from ._likelihood import ProbabilityFlowODE as ProbabilityFlowODE
 from ._loss import NoisePredictionScore as NoisePredictionScore
+from ._loss import TimeWindow as TimeWindow
 from ._loss import band_limited_noise as band_limited_noise
 from ._loss import dsm_loss as dsm_loss
 from ._pretrained import pretrained as pretrained

@@ -18,6 +18,61 @@ TimeSampler = Callable[[PRNGKeyArray, tuple[int, ...]], Array]
 [`dsm_loss`][numpyro_fsdiff.dsm_loss])."""
 
 
+class TimeWindow(eqx.Module):
+    r"""Training times with a share of every batch in a window $[a, b] \subset
+    [t_\varepsilon, T]$: a `time_sampler` for [`dsm_loss`][numpyro_fsdiff.dsm_loss] and
+    [`train_step`][numpyro_fsdiff.train_step], built by `train(..., time_window=(f, a, b))`.
+
+    Of a batch of $n$ times, the first $\operatorname{round}(f n)$ are drawn from $U(a, b)$ and
+    the others from $U(t_\varepsilon, T)$, so the loss averages over the mixture density
+
+    $$p(t) = f\,\frac{\mathbb{1}_{[a, b]}(t)}{b - a} + (1 - f)\,
+    \frac{\mathbb{1}_{[t_\varepsilon, T]}(t)}{T - t_\varepsilon}$$
+
+    (exactly, when $f n$ is a whole number) instead of the uniform density: the score's errors on
+    $[a, b]$ weigh more. The minimiser is the same exact score; what changes is where a finite
+    network spends its capacity.
+
+    **Arguments:**
+
+    - `fraction`: $f \in [0, 1]$, the share of every batch in the window.
+    - `low`, `high`: $a < b$, the window, inside $[t_\varepsilon, T]$.
+    - `t_eps`, `T`: the uniform part's interval.
+
+    **Raises:** `ValueError` naming the argument when `fraction` is outside $[0, 1]$ or the window
+    is empty or outside $[t_\varepsilon, T]$.
+    """
+
+    fraction: float = eqx.field(static=True)
+    low: float = eqx.field(static=True)
+    high: float = eqx.field(static=True)
+    t_eps: float = eqx.field(static=True)
+    T: float = eqx.field(static=True)
+
+    def __init__(self, fraction: float, low: float, high: float, *, t_eps: float = 1e-3,
+                 T: float = 1.0):  # fmt: skip
+        self.fraction, self.low, self.high = float(fraction), float(low), float(high)
+        self.t_eps, self.T = float(t_eps), float(T)
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"`fraction` must be in [0, 1]; got {fraction!r}.")
+        if not 0.0 < self.t_eps < self.T:
+            raise ValueError(f"`t_eps` must be in (0, T) = (0, {T!r}); got {t_eps!r}.")
+        if not self.t_eps <= self.low < self.high <= self.T:
+            raise ValueError(
+                f"`low` < `high` must lie in [t_eps, T] = [{t_eps!r}, {T!r}]; got low = {low!r}, "
+                f"high = {high!r}."
+            )
+
+    def __call__(self, key: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
+        window_key, uniform_key = jax.random.split(key)
+        in_window = jnp.arange(shape[0]) < round(self.fraction * shape[0])
+        return jnp.where(
+            in_window,
+            jax.random.uniform(window_key, shape, minval=self.low, maxval=self.high),
+            jax.random.uniform(uniform_key, shape, minval=self.t_eps, maxval=self.T),
+        )
+
+
 def network_cutoff(network) -> int | None:
     """The band cutoff $K$ a network carries (`FNO(cutoff=K)`), or `None` for none."""
     cutoff = getattr(network, "cutoff", None)

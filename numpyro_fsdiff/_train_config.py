@@ -195,6 +195,23 @@ def _resolve_resampling(resampling, method, stacklevel=3):
     return _check_choice("resampling", resampling, ("spectral", "area"))
 
 
+def _check_time_window(time_window, t_eps: float) -> tuple[float, float, float] | None:
+    if time_window is None:
+        return None
+    try:
+        fraction, low, high = (float(v) for v in time_window)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`time_window` must be None or (fraction, low, high); got {time_window!r}."
+        ) from None
+    if not 0.0 <= fraction <= 1.0 or not t_eps <= low < high:
+        raise ValueError(
+            "`time_window` = (fraction, low, high) needs 0 <= fraction <= 1 and "
+            f"t_eps = {t_eps!r} <= low < high; got {time_window!r}."
+        )
+    return fraction, low, high
+
+
 class TrainConfig(eqx.Module):
     r"""The validated settings of [`train`][numpyro_fsdiff.train] (all static, hashable).
 
@@ -228,6 +245,7 @@ class TrainConfig(eqx.Module):
     resampling: str = eqx.field(static=True)
     lengths: tuple[float, float] = eqx.field(static=True)
     t_eps: float = eqx.field(static=True)
+    time_window: tuple[float, float, float] | None = eqx.field(static=True)
     seed: int = eqx.field(static=True)
     checkpoint_every: int | None = eqx.field(static=True)
     eval_every: int | None = eqx.field(static=True)
@@ -253,6 +271,7 @@ class TrainConfig(eqx.Module):
         resampling: str | None = None,
         lengths=(1.0, 1.0),
         t_eps: float = 1e-3,
+        time_window=None,
         key: PRNGKeyArray | None = None,
         checkpoint_every: int | None = None,
         eval_every: int | None = None,
@@ -296,6 +315,7 @@ class TrainConfig(eqx.Module):
         self.resampling = _resolve_resampling(resampling, method, stacklevel=4)
         self.lengths = Grid((2, 2), lengths).lengths
         self.t_eps = _check_float("t_eps", t_eps, 0.0, lo_open=True)
+        self.time_window = _check_time_window(time_window, self.t_eps)
         self.seed = _resolve_key(key, seed)
         self.checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1, True)
         self.eval_every = _check_int("eval_every", eval_every, 1, True)
@@ -343,6 +363,7 @@ class TrainConfig(eqx.Module):
             level_schedule=self.level_schedule,
             method=self.resampling,
             t_eps=self.t_eps,
+            time_window=None if self.time_window is None else list(self.time_window),
             seed=self.seed,
             num_data=int(data_shape[0]),
             data_shape=list(data_shape[1:]),

@@ -102,7 +102,8 @@ def train_step(
     - `ema_decay`: $d$.
     - `batched`: use `network.batched(xs, ts)` rather than `jax.vmap` (static).
     - `time_sampler`: the training times' density, as in [`dsm_loss`][numpyro_fsdiff.dsm_loss]
-      (static; [`train`][numpyro_fsdiff.train] draws them uniformly).
+      (static; [`train`][numpyro_fsdiff.train] draws them uniformly unless given a
+      `time_window`).
 
     **Returns:** `(state, loss)`: the state after the step and the loss $L(\theta_n)$.
 

@@ -35,7 +35,7 @@ from jax.sharding import Mesh
 from ._checkpoint import JSON_NAME, load_state, read_config, save_checkpoint
 from ._custom_types import Array, ArrayLike, Float, PRNGKeyArray
 from ._grid import Grid, resample
-from ._loss import NoisePredictor, dsm_loss
+from ._loss import NoisePredictor, TimeWindow, dsm_loss
 from ._sde import VPSDE
 from ._sharding import check_divisible, global_batch, replicate
 from ._train_config import Level as Level
@@ -383,6 +383,11 @@ class _Trainer:
         local_batch, stream = self._local_batch(config, mesh, data.shape[0])
         self.config, self.sde, self.data, self.mesh = config, sde, data, mesh
         self.batched = has_batched_path(network) if config.batched is None else config.batched
+        self.time_sampler = (
+            None
+            if config.time_window is None
+            else TimeWindow(*config.time_window, t_eps=config.t_eps, T=sde.T)
+        )
         self.optimizer, self.schedule = config.optimizer()
         self.batches = BatchSchedule(config, data.shape[0], local_batch, stream)
         record = config.record(data.shape)
@@ -484,6 +489,7 @@ class _Trainer:
         key, seen = config.key, set()
         grids = [Grid(level.shape, config.lengths) for level in config.levels]
         ema_decay, t_eps = jnp.asarray(config.ema_decay), jnp.asarray(config.t_eps)
+        time_sampler = self.time_sampler
         self._start_interval()
         while log.step < config.stop_at:
             tick = time.perf_counter()
@@ -498,6 +504,7 @@ class _Trainer:
                 t_eps=t_eps,
                 ema_decay=ema_decay,
                 batched=self.batched,
+                time_sampler=time_sampler,
             )
             self.pending.append(loss)
             if level not in seen:
@@ -600,6 +607,7 @@ def train(
     resampling: str | None = None,
     lengths=(1.0, 1.0),
     t_eps: float = 1e-3,
+    time_window=None,
     key: PRNGKeyArray | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
@@ -662,6 +670,9 @@ def train(
     - `resampling`: `"spectral"` (default) or `"area"` (integer coarsening factors only).
     - `lengths`: the side lengths of the domain.
     - `t_eps`: the smallest training time.
+    - `time_window`: `(fraction, low, high)` to draw that share of every batch's times in
+      `[low, high]` and the rest uniformly ([`TimeWindow`][numpyro_fsdiff.TimeWindow]), or
+      `None` (default) for the uniform draw on $[t_\varepsilon, T]$.
     - `key`: the PRNG key of batches, times and noise (default `jax.random.key(0)`).
     - `checkpoint_dir`: a folder for checkpoints, written every `checkpoint_every` steps
       (default: at the end of each level) and at the end.
@@ -739,6 +750,7 @@ def train(
         resampling=resampling,
         lengths=lengths,
         t_eps=t_eps,
+        time_window=time_window,
         key=key,
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,

@@ -263,6 +263,35 @@ def test_dsm_loss_at_one_time_is_the_exact_posterior_noise_variance():
     average = np.trapezoid(exact(times), times) / (1.0 - 1e-3)
     assert abs(uniform.mean() - average) < 4 * uniform.std(ddof=1) / np.sqrt(len(uniform))
     assert abs(average - exact(t)) > 0.1 * exact(t)
+    # A TimeWindow puts 60 of each 100 times in [0.3, 0.7]: the loss is that mixture's average.
+    windowed = batch_losses(fs.TimeWindow(0.6, 0.3, 0.7))
+    inside = np.linspace(0.3, 0.7, 1601)
+    mixture = 0.6 * np.trapezoid(exact(inside), inside) / 0.4 + 0.4 * average
+    assert abs(windowed.mean() - mixture) < 4 * windowed.std(ddof=1) / np.sqrt(len(windowed))
+    assert abs(mixture - average) > 8 * windowed.std(ddof=1) / np.sqrt(len(windowed))
+
+
+def test_time_window_draws_its_share_in_the_window():
+    window = fs.TimeWindow(0.25, 0.35, 0.65, t_eps=0.01, T=0.9)
+    t = np.asarray(window(jax.random.key(0), (4000,)))
+    inside, rest = t[:1000], t[1000:]
+    assert inside.min() >= 0.35 and inside.max() <= 0.65
+    assert rest.min() >= 0.01 and rest.max() <= 0.9
+    # The uniform rest covers [t_eps, T]: its mean and the share outside the window.
+    assert abs(rest.mean() - 0.455) < 4 * (0.89 / np.sqrt(12)) / np.sqrt(3000)
+    outside = 1 - 0.3 / 0.89
+    assert abs(np.mean((rest < 0.35) | (rest > 0.65)) - outside) < 4 * np.sqrt(
+        outside * (1 - outside) / 3000
+    )
+    assert np.asarray(fs.TimeWindow(0.0, 0.3, 0.4)(jax.random.key(1), (50,))).max() > 0.5
+    for kwargs, message in [
+        (dict(fraction=-0.1, low=0.3, high=0.4), "`fraction` must be in"),
+        (dict(fraction=0.5, low=0.4, high=0.3), "`low` < `high` must lie in"),
+        (dict(fraction=0.5, low=0.3, high=1.2), "`low` < `high` must lie in"),
+        (dict(fraction=0.5, low=0.3, high=0.4, t_eps=2.0), "`t_eps` must be in"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            fs.TimeWindow(**kwargs)
 
 
 def test_train_step_takes_the_time_sampler_of_its_loss():

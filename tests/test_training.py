@@ -327,6 +327,61 @@ def test_train_step_is_trains_step():
         np.testing.assert_array_equal(a, b)
 
 
+def test_time_window_trains_as_train_step_with_that_sampler(tmp_path):
+    """`train(time_window=...)` is `train_step` with a `TimeWindow` and the same batches; the
+    window is part of the configuration a checkpoint resumes."""
+    from numpyro_fsdiff import BatchSchedule, TimeWindow, TrainConfig, TrainState, train_step
+
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+    data = sde.covariance.sample(jax.random.key(7), Grid((8, 8)), (16,))
+    window = (0.75, 0.3, 0.5)
+    config = TrainConfig([(8, 3)], batch_size=4, warmup_steps=1, key=jax.random.key(4),
+                         time_window=window)  # fmt: skip
+    optimizer, _ = config.optimizer()
+    state = TrainState.init(tiny_fno(), optimizer)
+    schedule, sampler = BatchSchedule(config, num=16), TimeWindow(*window, t_eps=1e-3, T=sde.T)
+    losses = []
+    for n in range(3):
+        _, rows = schedule.indices(n)
+        state, loss = train_step(
+            state, data[rows], jax.random.fold_in(config.key, n), optimizer=optimizer, sde=sde,
+            grid=Grid((8, 8)), t_eps=jnp.asarray(1e-3), ema_decay=jnp.asarray(0.999),
+            batched=True, time_sampler=sampler,
+        )  # fmt: skip
+        losses.append(float(loss))
+    kwargs = dict(batch_size=4, warmup_steps=1, key=jax.random.key(4), progress=False)
+    result = train(tiny_fno(), sde, data, [(8, 3)], time_window=window,
+                   checkpoint_dir=tmp_path / "run", **kwargs)  # fmt: skip
+    np.testing.assert_array_equal(result.losses, losses)
+    uniform = train(tiny_fno(), sde, data, [(8, 3)], **kwargs)
+    assert not np.allclose(uniform.losses, losses)
+    saved = load_checkpoint(tmp_path / "run").config["training"]["time_window"]
+    assert saved == [0.75, 0.3, 0.5]
+    with pytest.raises(ValueError, match="different configuration.*time_window"):
+        train(tiny_fno(), sde, data, [(8, 3)], checkpoint_dir=tmp_path / "run", resume=True,
+              **kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        ((0.5, 0.3), "`time_window` must be None or"),
+        ((1.5, 0.3, 0.6), "0 <= fraction <= 1"),
+        ((0.5, 0.6, 0.3), "low < high"),
+        ((0.5, 1e-4, 0.3), "t_eps = 0.001 <= low"),
+    ],
+)
+def test_time_window_rejects_bad_windows(window, message):
+    from numpyro_fsdiff import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig([(8, 3)], time_window=window)
+    # A window past the SDE's horizon T is refused when training starts.
+    with pytest.raises(ValueError, match="`low` < `high` must lie in"):
+        train(tiny_fno(), VPSDE(Matern(2.0, 3.0)), jnp.zeros((4, 6, 6)), [(6, 1)],
+              batch_size=4, time_window=(0.5, 0.5, 1.5), progress=False)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
