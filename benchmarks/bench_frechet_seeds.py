@@ -9,10 +9,17 @@ training subsets; `--steps` Euler-Maruyama steps with Tweedie denoising).
     python benchmarks/bench_frechet_seeds.py --checkpoints mnist /work/runs/mnist2/mnist \
         --seeds 0 1 2 3 --data-root /work/shared/data --out benchmarks/results/frechet_seeds_mnist
 
+`--reuse earlier.json` takes a checkpoint's figures from an earlier result of this script
+instead of sampling again, when that result measured the same weights (the SHA-256 of
+`model.eqx` in checkpoint.json) with the same dataset, `--num`, `--steps`, `--subset-seed`
+and the seeds asked for (the draws are deterministic for a seed: rerun, the
+shipped checkpoints repeat their figures to every digit).
+
 Writes `<out>.json` and `<out>.md`.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +41,9 @@ def markdown(result) -> str:
         f"Command: `{result['command']}`  ",
         f"n = {result['num']} samples per seed ({result['steps']} Euler-Maruyama steps) against "
         f"a random subset of the {result['dataset']} test images; floor {floor:.2f} (random "
-        f"training subsets against it). Wall time {result['wall_time_s']:.0f} s.",
+        f"training subsets against it). Wall time {result['wall_time_s']:.0f} s."
+        + (f" Figures of {', '.join(f'`{n}`' for n in result['reused'])} taken from `--reuse`."
+           if result.get("reused") else ""),
         "",
         "| checkpoint | " + " | ".join(f"seed {s}" for s in seeds) + " | mean +- std | / floor |",
         "|---|" + "---|" * (len(seeds) + 2),
@@ -54,6 +63,32 @@ def markdown(result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_sha256(ckpt) -> str | None:
+    """The SHA-256 of a checkpoint's weights file, as its checkpoint.json records it."""
+    return ckpt.config.get("files", {}).get("model_sha256")
+
+
+def reusable(args, dataset: str, shas: dict) -> dict:
+    """The figures of `--reuse` for the checkpoints asked for whose weights (by SHA-256) it
+    measured, where its protocol is this run's."""
+    if args.reuse is None:
+        return {}
+    earlier = json.loads(Path(args.reuse).read_text())
+    protocol = dict(dataset=dataset, num=args.num, steps=args.steps, subset_seed=args.subset_seed)
+    different = {k: (earlier.get(k), v) for k, v in protocol.items() if earlier.get(k) != v}
+    if different:
+        raise SystemExit(f"--reuse {args.reuse}: a different protocol (there, here): {different}")
+    if "model_sha256" not in earlier:
+        raise SystemExit(f"--reuse {args.reuse}: it records no model_sha256 to match weights by")
+    by_sha = {sha: earlier["frechet"][name] for name, sha in earlier["model_sha256"].items()}
+    seeds = [str(s) for s in args.seeds]
+    return {
+        name: {s: by_sha[sha][s] for s in seeds}
+        for name, sha in shas.items()
+        if sha is not None and sha in by_sha and all(s in by_sha[sha] for s in seeds)
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoints", nargs="+", required=True,
@@ -65,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", required=True, help="output path without extension")
+    p.add_argument("--reuse", default=None, help="an earlier result JSON to take figures from")
     args = p.parse_args(argv)
     start = time.perf_counter()
     models = [load_model(name) for name in args.checkpoints]
@@ -75,8 +111,13 @@ def main(argv=None) -> int:
     test = load(dataset, "test", args.data_root).images
     train = load(dataset, "train", args.data_root).images
     reference = FrechetReference(dataset, test, train, args.num, args.subset_seed)
-    frechet = {}
+    shas = {name: model_sha256(ckpt) for name, (ckpt, _) in zip(args.checkpoints, models)}
+    frechet, reused = {}, reusable(args, dataset, shas)
     for name, (ckpt, _) in zip(args.checkpoints, models):
+        if name in reused:
+            frechet[name] = reused[name]
+            print(name, "from", args.reuse, flush=True)
+            continue
         frechet[name] = {}
         for seed in args.seeds:
             x = draw(ckpt, 28, args.num, args.steps, seed, args.batch_size)
@@ -93,6 +134,8 @@ def main(argv=None) -> int:
         subset_seed=args.subset_seed,
         floor=reference.summary["floor"],
         frechet=frechet,
+        model_sha256=shas,
+        reused=sorted(reused),
         wall_time_s=time.perf_counter() - start,
     )
     write_results(Path(args.out), result, markdown(result))
