@@ -297,25 +297,34 @@ def test_key_to_seed_and_back():
               key=jax.random.key(0), seed=0)  # fmt: skip
 
 
-def test_train_step_is_trains_step():
-    """`train_step` called by hand reproduces `train`'s first steps exactly."""
-    from numpyro_fsdiff import BatchSchedule, TrainConfig, TrainState, train_step
+def _train_by_hand(sde, data, config, time_sampler=None):
+    """`config.total_steps` calls of `train_step` on `BatchSchedule`'s batches, as `train`
+    makes them on an 8 x 8 grid: the final state and the losses."""
+    from numpyro_fsdiff import BatchSchedule, TrainState, train_step
 
-    sde = VPSDE(Matern(2.0, 3.0, 1.0))
-    data = sde.covariance.sample(jax.random.key(7), Grid((8, 8)), (16,))
-    config = TrainConfig([(8, 3)], batch_size=4, warmup_steps=1, key=jax.random.key(4))
     optimizer, _ = config.optimizer()
     state = TrainState.init(tiny_fno(), optimizer)
-    schedule = BatchSchedule(config, num=16)
+    schedule = BatchSchedule(config, num=data.shape[0])
     losses = []
-    for n in range(3):
+    for n in range(config.total_steps):
         _, rows = schedule.indices(n)
         state, loss = train_step(
             state, data[rows], jax.random.fold_in(config.key, n), optimizer=optimizer, sde=sde,
             grid=Grid((8, 8)), t_eps=jnp.asarray(1e-3), ema_decay=jnp.asarray(0.999),
-            batched=True,
+            batched=True, time_sampler=time_sampler,
         )  # fmt: skip
         losses.append(float(loss))
+    return state, losses
+
+
+def test_train_step_is_trains_step():
+    """`train_step` called by hand reproduces `train`'s first steps exactly."""
+    from numpyro_fsdiff import TrainConfig
+
+    sde = VPSDE(Matern(2.0, 3.0, 1.0))
+    data = sde.covariance.sample(jax.random.key(7), Grid((8, 8)), (16,))
+    config = TrainConfig([(8, 3)], batch_size=4, warmup_steps=1, key=jax.random.key(4))
+    state, losses = _train_by_hand(sde, data, config)
     result = train(tiny_fno(), sde, data, [(8, 3)], batch_size=4, warmup_steps=1,
                    key=jax.random.key(4), progress=False)  # fmt: skip
     assert int(state.step) == 3
@@ -330,25 +339,14 @@ def test_train_step_is_trains_step():
 def test_time_window_trains_as_train_step_with_that_sampler(tmp_path):
     """`train(time_window=...)` is `train_step` with a `TimeWindow` and the same batches; the
     window is part of the configuration a checkpoint resumes."""
-    from numpyro_fsdiff import BatchSchedule, TimeWindow, TrainConfig, TrainState, train_step
+    from numpyro_fsdiff import TimeWindow, TrainConfig
 
     sde = VPSDE(Matern(2.0, 3.0, 1.0))
     data = sde.covariance.sample(jax.random.key(7), Grid((8, 8)), (16,))
     window = (0.75, 0.3, 0.5)
     config = TrainConfig([(8, 3)], batch_size=4, warmup_steps=1, key=jax.random.key(4),
                          time_window=window)  # fmt: skip
-    optimizer, _ = config.optimizer()
-    state = TrainState.init(tiny_fno(), optimizer)
-    schedule, sampler = BatchSchedule(config, num=16), TimeWindow(*window, t_eps=1e-3, T=sde.T)
-    losses = []
-    for n in range(3):
-        _, rows = schedule.indices(n)
-        state, loss = train_step(
-            state, data[rows], jax.random.fold_in(config.key, n), optimizer=optimizer, sde=sde,
-            grid=Grid((8, 8)), t_eps=jnp.asarray(1e-3), ema_decay=jnp.asarray(0.999),
-            batched=True, time_sampler=sampler,
-        )  # fmt: skip
-        losses.append(float(loss))
+    _, losses = _train_by_hand(sde, data, config, TimeWindow(*window, t_eps=1e-3, T=sde.T))
     kwargs = dict(batch_size=4, warmup_steps=1, key=jax.random.key(4), progress=False)
     result = train(tiny_fno(), sde, data, [(8, 3)], time_window=window,
                    checkpoint_dir=tmp_path / "run", **kwargs)  # fmt: skip
