@@ -13,6 +13,12 @@ NUTS go through `run_task` (DPS: normalised guidance; NUTS: `init="map"`, 2 chai
     python benchmarks/bench_smc.py --tasks deblur --images 2 --samplers smc dps \\
         --out benchmarks/results/smc_small.json
     python benchmarks/bench_smc.py --render benchmarks/results/smc_small.json
+    python benchmarks/bench_smc.py --paired new.json old.json,old_images10-19.json
+
+`--paired A B` compares two sets of runs image by image: for every (dataset, resolution,
+task) it takes the images both have and reports A's and B's mean PSNR, the mean paired
+difference A - B with its standard error over those images, and both mean coverages. A
+comma joins files into one set; `file.json:DPS` keeps only that sampler's rows.
 
 The commands of the committed results are in benchmarks/results/smc.md.
 """
@@ -178,6 +184,52 @@ def render(paths):
     return text + "\n\nMeans over images (wall time and score evaluations: medians).\n"
 
 
+def _runs(spec):
+    """The rows of comma-joined JSON files, by (dataset, resolution, task, image); a
+    `path:SAMPLER` suffix keeps that sampler's rows only."""
+    runs = {}
+    for part in spec.split(","):
+        path, _, sampler = part.partition(":")
+        for r in json.loads(Path(path).read_text()):
+            if not sampler or r["sampler"] == sampler:
+                key = (r["dataset"], r["resolution"], r["task"], r["image"])
+                if key in runs:
+                    raise ValueError(f"{spec!r} holds two runs of {key}; keep one sampler "
+                                     "with `path:SAMPLER`.")
+                runs[key] = r
+    return runs
+
+
+def paired(spec_a, spec_b):
+    """A markdown table of A against B on the images both have (see the module docstring)."""
+    a, b = _runs(spec_a), _runs(spec_b)
+    groups = {}
+    for key in sorted(a.keys() & b.keys()):
+        groups.setdefault(key[:3], []).append((a[key], b[key]))
+    if not groups:
+        raise ValueError(f"{spec_a!r} and {spec_b!r} have no (dataset, resolution, task, "
+                         "image) in common.")
+    lines = [
+        "| dataset | res | task | images | PSNR A / B | A minus B (paired) | coverage 90, A / B |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, res, task), pairs in groups.items():
+        diff = [ra["psnr"] - rb["psnr"] for ra, rb in pairs]
+        se = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else float("nan")
+        images = sorted(ra["image"] for ra, _ in pairs)
+        span = (f"{images[0]}-{images[-1]}" if images == list(range(images[0], images[-1] + 1))
+                else " ".join(map(str, images)))
+        lines.append(
+            f"| {dataset} | {res} | {task} | {span} | "
+            f"{statistics.mean(ra['psnr'] for ra, _ in pairs):.2f} / "
+            f"{statistics.mean(rb['psnr'] for _, rb in pairs):.2f} | "
+            f"{statistics.mean(diff):+.2f} +- {se:.2f} | "
+            f"{statistics.mean(ra['coverage_90'] for ra, _ in pairs):.2f} / "
+            f"{statistics.mean(rb['coverage_90'] for _, rb in pairs):.2f} |"
+        )
+    return "\n".join(lines) + "\n\n(standard errors over the images.)\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,7 +257,12 @@ def main(argv=None):
     parser.add_argument("--nuts-samples", type=int, default=40)
     parser.add_argument("--out", default=str(RESULTS / "smc.json"))
     parser.add_argument("--render", nargs="*", help="only render these JSON files")
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                        help="only compare two sets of runs image by image")
     args = parser.parse_args(argv)
+    if args.paired:
+        print(paired(*args.paired))
+        return
     if args.render is not None:
         print(render(args.render or [args.out]))
         return
