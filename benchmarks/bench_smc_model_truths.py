@@ -6,7 +6,8 @@ prior (the reverse chain of the shipped score); on truths drawn from that prior,
 posterior mean of a sampler that gets the posterior right has the least mean-square error
 of any estimator, so there a correct SMC cannot lose to DPS by more than its own Monte Carlo
 error. If SMC wins on model draws and loses on test images, the gap on test images is the
-prior's misfit to MNIST, not the sampler's.
+prior's misfit to MNIST, not the sampler's. `--checkpoint` names the prior (`mnist`, the
+default, `fashion-mnist`, or a checkpoint folder).
 
 Each truth is a draw of the Euler-Maruyama chain of `--steps` log-SNR steps on the 28 x 28
 grid (no denoising: SMC's target), observed with the task's operator and noise
@@ -26,6 +27,7 @@ import json
 import time
 from pathlib import Path
 
+from bench_resolution import load_model
 from bench_smc import smc_settings
 from bench_smc_sbc import model_truths, observe
 
@@ -36,6 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="mnist", help="pretrained name or folder")
     parser.add_argument("--tasks", nargs="+", default=["inpaint"])
     parser.add_argument("--truths", type=int, default=4)
     parser.add_argument("--particles", type=int, default=64)
@@ -54,7 +57,7 @@ def main(argv=None):
     from numpyro_fsdiff.cli._tasks import NATIVE, make_sampler
     from numpyro_fsdiff.inverse import SMC, GaussianNoise, posterior
 
-    ckpt = fsd.pretrained("mnist")
+    ckpt, dataset = load_model(args.checkpoint)
     grid = ckpt.grid(NATIVE)
     truths = model_truths(
         ckpt.model, ckpt.sde, grid, seed=args.seed, num=args.truths,
@@ -84,7 +87,7 @@ def main(argv=None):
                 result = posterior(y, operator, None, sampler, key=key_post, grid=grid,
                                    noise=GaussianNoise(sigma), truth=truth, data_range=2.0)
                 row = {
-                    "dataset": "mnist model draws",
+                    "dataset": f"{dataset} model draws",
                     "resolution": NATIVE[0],
                     "task": task,
                     "image": index,
